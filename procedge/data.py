@@ -84,18 +84,42 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    files = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        entries = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
-        if not entries:
-            raise ProcedgeError(f"class folder {folder} has no images; add images or remove the folder")
-        files += [(p, label) for p in entries]
+def _class_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ProcedgeError(f"class folder {folder} has no images; add images or remove the folder")
     return files
 
 
-def _read_folder(files: list[tuple[Path, int]], size: int, label: str) -> tuple[ImageSet, int]:
+def _layout(root: Path) -> tuple[Path, Path | None]:
+    """(train root, val root) for a split tree, or (root, None) for a flat one."""
+    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        return root / "train", val_dir
+    return root, None
+
+
+def check_data_root(root: Path) -> None:
+    """Structural checks before any model is built: the folder, its class folders, none of them empty."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ProcedgeError(f"data directory {root} does not exist; pass --data with an ImageFolder tree (root/<class>/<image>)")
+    train_root, val_root = _layout(root)
+    classes = _class_dirs(train_root)
+    if not classes:
+        raise ProcedgeError(f"data directory {train_root} is empty or has no class folders; use root/<class>/<image> or root/train|val/<class>/<image>")
+    if val_root is None and len(classes) < 2:
+        raise ProcedgeError(f"data directory {root} has one class folder ({classes[0].name}); a classifier needs at least two classes")
+    for folder in classes + (_class_dirs(val_root) if val_root else []):
+        _class_files(folder)
+    if val_root is not None:
+        extra = sorted({p.name for p in _class_dirs(val_root)} - {p.name for p in classes})
+        if extra:
+            raise ProcedgeError(f"{val_root} has class folder {extra[0]!r} that {train_root} lacks; make the class folders match")
+
+
+def _read_folder(root: Path, classes: list[str], size: int, label: str) -> tuple[ImageSet, int]:
+    files = [(path, classes.index(folder.name)) for folder in _class_dirs(root) for path in _class_files(folder)]
     with ThreadPoolExecutor(max_workers=4) as pool, progress_bar(f"reading {label} images", len(files)) as advance:
         decoded = []
         for array in pool.map(lambda f: _decode(f[0], size), files):
@@ -103,50 +127,33 @@ def _read_folder(files: list[tuple[Path, int]], size: int, label: str) -> tuple[
             advance(1)
     keep = [i for i, a in enumerate(decoded) if a is not None]
     if not keep:
-        raise ProcedgeError(f"none of the {len(files)} files under the {label} data could be read as an image; check the --data folder")
+        raise ProcedgeError(f"none of the {len(files)} files under {root} could be read as an image; check the --data folder")
     shapes = {decoded[i].shape for i in keep}
-    if len(shapes) > 1:  # small images of mixed sizes: bring them to one square size
+    if len(shapes) > 1:  # images of mixed sizes: bring them to one square size
         side = min(size, max(s[0] for s in shapes))
         for i in keep:
             if decoded[i].shape[:2] != (side, side):
                 decoded[i] = np.asarray(Image.fromarray(decoded[i]).resize((side, side), Image.BILINEAR))
-    images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([files[i][1] for i in keep], dtype=torch.int64)
-    _check_classes_present(labels, files, label)
-    return ImageSet(images, labels), len(files) - len(keep)
-
-
-def _check_classes_present(labels: torch.Tensor, files: list[tuple[Path, int]], label: str) -> None:
     present = set(labels.tolist())
     for path, cls in files:
         if cls not in present:
-            raise ProcedgeError(f"class folder {path.parent} has no readable images in the {label} data; replace its corrupt files")
+            raise ProcedgeError(f"class folder {path.parent} has no readable images; replace its corrupt files")
+    images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, labels), len(files) - len(keep)
 
 
 def load_image_folder(root: Path, size: int, val_fraction: float, seed: int) -> TaskData:
     """`root/{train,val|test}/<class>/*` or `root/<class>/*` (then a seeded stratified split)."""
     root = Path(root)
-    if not root.is_dir():
-        raise ProcedgeError(f"data directory {root} does not exist; pass --data with an ImageFolder tree (root/<class>/<image>)")
-    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and val_dir is not None:
-        classes = [p.name for p in _class_dirs(root / "train")]
-        if not classes:
-            raise ProcedgeError(f"{root / 'train'} has no class folders; put images in {root / 'train'}/<class>/")
-        train, skipped_train = _read_folder(_scan(root / "train", classes), size, "train")
-        extra = sorted(set(p.name for p in _class_dirs(val_dir)) - set(classes))
-        if extra:
-            raise ProcedgeError(f"{val_dir} has class folder {extra[0]!r} that {root / 'train'} lacks; make the class folders match")
-        val_classes = [c for c in classes if (val_dir / c).is_dir()]
-        val_files = [(p, classes.index(c)) for c in val_classes for p, _ in _scan(val_dir, [c])]
-        val, skipped_val = _read_folder(val_files, size, "validation")
+    check_data_root(root)
+    train_root, val_root = _layout(root)
+    classes = [p.name for p in _class_dirs(train_root)]
+    if val_root is not None:
+        train, skipped_train = _read_folder(train_root, classes, size, "train")
+        val, skipped_val = _read_folder(val_root, classes, size, "validation")
         return TaskData(train, val, classes, str(root), skipped_train + skipped_val)
-    classes = [p.name for p in _class_dirs(root)]
-    if not classes:
-        raise ProcedgeError(f"data directory {root} is empty or has no class folders; use root/<class>/<image> or root/train|val/<class>/<image>")
-    if len(classes) < 2:
-        raise ProcedgeError(f"data directory {root} has one class folder ({classes[0]}); a classifier needs at least two classes")
-    full, skipped = _read_folder(_scan(root, classes), size, "task")
+    full, skipped = _read_folder(root, classes, size, "task")
     train_idx, val_idx = stratified_split(full.labels, val_fraction, seed)
     return TaskData(full.subset(train_idx), full.subset(val_idx), classes, str(root), skipped)
 

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from procedge.config import DataConfig, RunConfig, StudentConfig, TeacherConfig, TrainConfig
-from procedge.data import ImageSet, TaskData, augment, load_task_data, to_model_input
+from procedge.data import ImageSet, TaskData, augment, check_data_root, load_task_data, to_model_input
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, atomic_path, write_json
 from procedge.methods import DistillMethod
 from procedge.methods.base import parse_method_config
 from procedge.models.load import build_student, teacher_channels
+from procedge.models.cost import measure_cost
 from procedge.models.student import size_student
 from procedge.models.teacher import (
     EMBEDDED_TEACHER,
@@ -58,6 +59,10 @@ def resolve_config(
     """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision."""
     profile = resolve_target(target)
     parse_method_config(method, method_options or {})
+    if data is not None:
+        check_data_root(Path(data))
+    if student is not None:
+        check_timm_name(student)
     if teacher_weights is not None and not Path(teacher_weights).is_file():
         raise ProcedgeError(f"teacher checkpoint {teacher_weights} does not exist; pass an existing .safetensors/.pth file")
     teacher_model = create_teacher_model(teacher, teacher_weights)
@@ -74,13 +79,13 @@ def resolve_config(
     s_size = student_size or (EMBEDDED_STUDENT_SIZE if embedded_data else profile.input_size)
     sizing = None
     if student is None:
-        decision = size_student(profile, s_size)
+        teacher_ms = measure_cost(teacher_model, teacher_cfg.input_size).predict_ms(profile.hardware, profile.precision)
+        decision = size_student(profile, s_size, teacher_ms)
         sizing = decision.to_dict()
         student = decision.chosen
         info(f"student sized for {profile.name}: [bold]{student}[/bold] ({decision.reason})")
         for c in decision.candidates:
             info(f"  {c.name:24s} {c.gflops:6.3f} GFLOPs  predicted {c.predicted_ms:7.2f} ms  {'fits' if c.fits else 'over budget'}")
-    check_timm_name(student)
     s_cfg = timm.create_model(student, pretrained=False).pretrained_cfg
     config = RunConfig(
         target=profile,
@@ -138,24 +143,25 @@ def evaluate(net: nn.Module, images: ImageSet, size: int, batch_size: int = 200)
     return correct / len(images)
 
 
-def _prepare_out_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    run = RunDir(out)
-    if resume:
-        if not run.last_checkpoint.exists():
-            raise ProcedgeError(f"nothing to resume in {out} (no last.pt); drop --resume to start a new run")
-        return
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write a new run over an existing one unless told to overwrite."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ProcedgeError(f"output path {out} is a file; choose a directory for --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        what = "already holds a run" if run.is_run() else "is not empty"
+        what = "already holds a run" if RunDir(out).is_run() else "is not empty"
         raise ProcedgeError(f"output directory {out} {what}; pass --overwrite to replace it, --resume to continue it, or choose another --out")
 
 
-def distill(config: RunConfig, out: Path, sizing: dict | None = None, overwrite: bool = False, resume: bool = False) -> dict:
-    """Train a student with `config.method` into run directory `out`; returns the metrics written."""
+def distill(config: RunConfig | None, out: Path, sizing: dict | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+    """Train a student with `config.method` into run directory `out` (or resume the run there); returns the metrics."""
     out = Path(out)
-    _prepare_out_dir(out, overwrite, resume)
     if resume:
-        config = RunConfig.load(RunDir(out).config)
-        return _distill_into(RunDir(out), config, sizing, resume=True)
+        run = RunDir(out)
+        if not run.last_checkpoint.exists():
+            raise ProcedgeError(f"nothing to resume in {out} (no last.pt checkpoint); drop --resume to start a new run")
+        return _distill_into(run, RunConfig.load(run.config), sizing, resume=True)
+    check_out_dir(out, overwrite)
     if overwrite and out.exists():
         with atomic_dir(out) as tmp:  # the old run stays intact until the new one is complete
             metrics = _distill_into(RunDir(tmp), config, sizing, resume=False)

@@ -58,6 +58,7 @@ class SizingDecision:
     target: str
     precision: str
     budget_ms: float
+    teacher_ms: float | None
     input_size: int
     candidates: tuple[Candidate, ...]
 
@@ -65,20 +66,28 @@ class SizingDecision:
         return asdict(self)
 
 
-def size_student(target: TargetProfile, input_size: int, candidates: tuple[str, ...] = STUDENT_CANDIDATES) -> SizingDecision:
-    """Predict each candidate's batch-1 latency on the target and pick the most compute that fits the budget."""
+def size_student(target: TargetProfile, input_size: int, teacher_ms: float | None = None,
+                 candidates: tuple[str, ...] = STUDENT_CANDIDATES) -> SizingDecision:
+    """Pick the most compute whose predicted batch-1 latency on the target fits the budget.
+
+    The limit is the budget, or the teacher's own predicted latency if that is lower: a student no
+    faster than its teacher is not worth distilling.
+    """
+    limit = min(target.latency_budget_ms, teacher_ms) if teacher_ms else target.latency_budget_ms
     rows = []
     for name in candidates:
         backbone = create_backbone(name)
         cost = measure_cost(backbone, input_size)
         predicted = cost.predict_ms(target.hardware, target.precision)
         params = sum(p.numel() for p in backbone.parameters()) / 1e6
-        rows.append(Candidate(name, cost.flops / 1e9, params, predicted, predicted <= target.latency_budget_ms))
+        rows.append(Candidate(name, cost.flops / 1e9, params, predicted, predicted < limit))
     fitting = [c for c in rows if c.fits]
+    which = f"the {target.latency_budget_ms} ms budget" + (f" and the teacher's predicted {teacher_ms:.2f} ms" if teacher_ms else "")
     if fitting:
         chosen = max(fitting, key=lambda c: c.gflops)
-        reason = f"most compute within the {target.latency_budget_ms} ms budget"
+        reason = f"most compute within {which}"
     else:
         chosen = min(rows, key=lambda c: c.predicted_ms)
-        reason = f"no candidate fits the {target.latency_budget_ms} ms budget; the fastest one"
-    return SizingDecision(chosen.name, reason, target.name, target.precision, target.latency_budget_ms, input_size, tuple(rows))
+        reason = f"no candidate fits {which}; the fastest one"
+    return SizingDecision(chosen.name, reason, target.name, target.precision, target.latency_budget_ms, teacher_ms,
+                          input_size, tuple(rows))

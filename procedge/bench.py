@@ -1,0 +1,233 @@
+"""`procedge bench`: single-stream batch-1 latency and held-out accuracy of every export, student vs teacher.
+
+Imports only the runtimes it needs (PyTorch only for the `pytorch` row), so it runs on a device with
+just OpenVINO or ONNX Runtime installed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from procedge.errors import ProcedgeError
+from procedge.export.base import VARIANTS, artifact, backend_registry, read_manifest
+from procedge.progress import progress_bar
+from procedge.run import RunDir
+from procedge.targets import Hardware
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """Warm-up by count and time, then measure until both a run count and a duration are reached."""
+
+    warmup_runs: int = 20
+    warmup_seconds: float = 0.5
+    min_runs: int = 200
+    min_seconds: float = 2.0
+    max_seconds: float = 20.0
+
+
+def measure_latency(run, x: np.ndarray, policy: TimingPolicy = TimingPolicy()) -> dict:
+    """Single-stream: each query starts when the previous one completes; input prepared beforehand."""
+    start = time.perf_counter()
+    count = 0
+    while count < policy.warmup_runs or time.perf_counter() - start < policy.warmup_seconds:
+        run(x)
+        count += 1
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < policy.min_runs or time.perf_counter() - start < policy.min_seconds:
+        t0 = time.perf_counter_ns()
+        run(x)
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() - start > policy.max_seconds and len(samples) >= 10:
+            break
+    ms = np.asarray(samples)
+    return {
+        "runs": len(ms),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std()),
+        "throughput_fps": float(1000.0 / ms.mean()),
+    }
+
+
+def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> float:
+    """Top-1 on uint8 images; exported graphs have a static batch of 1, eager PyTorch takes any batch."""
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].astype(np.float32) / 255.0
+        correct += int((run(x).argmax(1) == labels[start:start + batch_size]).sum())
+    return correct / len(images)
+
+
+def host_hardware(seconds: float = 0.5) -> Hardware:
+    """This machine's figures, measured: fp32 matmul rate (BLAS, all cores) and copy bandwidth."""
+    n = 1024
+    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+    a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    gflops = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    src = np.ones(64 * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        np.copyto(dst, src)
+        reps += 1
+    bandwidth = 2 * src.nbytes * reps / (time.perf_counter() - start) / 1e9
+    # Measured peaks are already achieved rates; efficiency and overhead as for the CPU profiles.
+    return Hardware(name=cpu_model(), cores=os.cpu_count() or 1, peak_gflops={"fp32": gflops, "fp16": gflops, "int8": gflops},
+                    memory_bandwidth_gbs=bandwidth, efficiency=0.8, layer_overhead_us=3.0)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def predict_ms(layer_costs: list[list[float]], hardware: Hardware, precision: str) -> float:
+    from procedge.models.cost import LayerCost, ModelCost
+
+    return ModelCost(tuple(LayerCost("", f, e) for f, e in layer_costs)).predict_ms(hardware, precision)
+
+
+@dataclass
+class BenchRow:
+    model: str  # student | student_noaug | teacher
+    format: str
+    precision: str
+    status: str = "ok"
+    reason: str = ""
+    accuracy: float | None = None
+    size_mb: float | None = None
+    latency: dict = field(default_factory=dict)
+    predicted_host_ms: float | None = None
+    predicted_target_ms: float | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def discover_exports(run: RunDir, formats: list[str] | None) -> list[tuple[str, str, Path]]:
+    found = []
+    for manifest in sorted(run.exports.glob("*/*/manifest.json")):
+        fmt, precision = manifest.parent.parent.name, manifest.parent.name
+        if formats is None or fmt in formats:
+            found.append((fmt, precision, manifest.parent))
+    return found
+
+
+def _pytorch_runners(run: RunDir) -> dict:
+    import torch
+
+    from procedge.models.load import load_trained
+
+    trained = load_trained(run)
+    nets = {"student": trained.student_net("student"), "student_noaug": trained.student_net("student_noaug"),
+            "teacher": trained.teacher_net()}
+
+    def runner(net):
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return net(torch.from_numpy(x)).numpy()
+
+        return run
+
+    settings = {"runtime": f"torch {torch.__version__} (eager)", "threads": torch.get_num_threads()}
+    return {v: (runner(net), settings) for v, net in nets.items()}
+
+
+def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPolicy = TimingPolicy(),
+              threads: int | None = None) -> dict:
+    """Bench every export found (and PyTorch eager unless formats exclude it); returns the report dict."""
+    from procedge.config import RunConfig
+
+    run = RunDir(run_dir).require_trained()
+    config = RunConfig.load(run.config)
+    exports = discover_exports(run, formats)
+    want_pytorch = formats is None or "pytorch" in formats
+    if not exports and not want_pytorch:
+        raise ProcedgeError(f"no {'/'.join(formats or [])} export in {run.path}; run `procedge export --run {run.path} --format FORMAT` first")
+    heldout = run.load_heldout()
+    onnx_manifest = run.format_dir("onnx", "fp32") / "manifest.json"
+    costs = read_manifest(onnx_manifest.parent)["layer_costs"] if onnx_manifest.exists() else None
+    host = host_hardware()
+
+    jobs: list[tuple[str, str, object]] = []  # (format, precision, loader)
+    if want_pytorch:
+        jobs.append(("pytorch", "fp32", None))
+    jobs += [(fmt, precision, directory) for fmt, precision, directory in exports]
+
+    rows: list[BenchRow] = []
+    with progress_bar("benchmarking", len(jobs) * len(VARIANTS)) as advance:
+        pytorch = None
+        for fmt, precision, directory in jobs:
+            for variant in VARIANTS:
+                row = BenchRow(variant, fmt, precision)
+                try:
+                    if fmt == "pytorch":
+                        pytorch = pytorch or _pytorch_runners(run)
+                        runner, row.settings = pytorch[variant]
+                    else:
+                        backend = backend_registry.get(fmt)()
+                        manifest = read_manifest(directory)
+                        runner, row.settings = backend.load(artifact(directory, variant, backend), threads)
+                        row.size_mb = manifest["files"][variant]["bytes"] / 1e6
+                    images = heldout["teacher" if variant == "teacher" else "student"]
+                    row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
+                    row.latency = measure_latency(runner, images[:1].astype(np.float32) / 255.0, policy)
+                    if costs is not None:
+                        execution = "fp16" if precision == "fp16" else "fp32"
+                        row.predicted_host_ms = predict_ms(costs[variant], host, "fp32")
+                        row.predicted_target_ms = predict_ms(costs[variant], config.target.hardware, execution)
+                except ProcedgeError as exc:
+                    row.status, row.reason = "failed", str(exc)
+                except Exception as exc:  # a runtime's own failure is a table row, not a crash
+                    row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                rows.append(row)
+                advance(1)
+    return {
+        "run": str(run.path),
+        "target": config.target.name,
+        "student": config.student.name,
+        "teacher": config.teacher.name,
+        "heldout_images": int(len(heldout["labels"])),
+        "timing_policy": asdict(policy),
+        "device": device_state(host),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def device_state(host: Hardware) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("procedge", "numpy", "onnxruntime", "openvino", "torch", "timm", "onnx"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "cpu": host.name,
+        "logical_cores": host.cores,
+        "measured_fp32_gflops": round(host.peak_gflops["fp32"], 1),
+        "measured_copy_gbs": round(host.memory_bandwidth_gbs, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+    }

@@ -1,0 +1,52 @@
+"""OpenVINO: IR (xml + bin) converted from the ONNX export, compiled for the CPU plugin; fp32 or fp16 weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.run import RunDir
+
+
+@backend_registry.register("openvino")
+class OpenVinoBackend(ExportBackend):
+    name = "openvino"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16")
+    runtime_module = "openvino"
+    install_hint = "pip install openvino"
+    suffix = ".xml"
+
+    def build(self, run: RunDir, precision: str, out_dir: Path) -> dict:
+        import openvino as ov
+
+        for variant in VARIANTS:
+            model = ov.convert_model(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"))
+            ov.save_model(model, str(out_dir / f"{variant}.xml"), compress_to_fp16=precision == "fp16")
+        return {"openvino": ov.get_version()}
+
+    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if "fp32" in path.parent.name:  # keep fp32 exact; otherwise the plugin may pick bf16 on capable CPUs
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(str(path), "CPU", config)
+        request = compiled.create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request.infer({0: x})
+            return request.get_output_tensor(0).data.copy()
+
+        settings = {
+            "runtime": f"openvino {ov.get_version()}",
+            "device": core.get_property("CPU", "FULL_DEVICE_NAME"),
+            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
+        }
+        return run, settings

@@ -1,0 +1,92 @@
+"""The bench report: one table (terminal, Markdown) plus a student-vs-teacher summary, and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from procedge.io import write_json, write_text
+
+COLUMNS = ("model", "format", "prec", "status", "acc %", "size MB", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "img/s",
+           "pred host ms", "pred target ms")
+
+
+def _cells(row: dict) -> list[str]:
+    lat = row["latency"]
+
+    def num(value, fmt):
+        return format(value, fmt) if value is not None else "-"
+
+    status = row["status"] if row["status"] == "ok" else f"FAILED: {row['reason']}"
+    return [
+        row["model"], row["format"], row["precision"], status,
+        num(row["accuracy"] * 100 if row["accuracy"] is not None else None, ".2f"),
+        num(row["size_mb"], ".1f"),
+        num(lat.get("p50_ms"), ".3f"), num(lat.get("p90_ms"), ".3f"), num(lat.get("p99_ms"), ".3f"),
+        f"{lat['mean_ms']:.3f}±{lat['std_ms']:.3f}" if lat else "-",
+        num(lat.get("throughput_fps"), ".0f"),
+        num(row["predicted_host_ms"], ".3f"), num(row["predicted_target_ms"], ".3f"),
+    ]
+
+
+def summarize(report: dict) -> list[str]:
+    """Student vs teacher per backend, the folded augmentation's overhead, predicted vs measured."""
+    rows = {(r["model"], r["format"], r["precision"]): r for r in report["rows"] if r["status"] == "ok"}
+    lines = []
+    for (model, fmt, precision), student in rows.items():
+        if model != "student":
+            continue
+        teacher, plain = rows.get(("teacher", fmt, precision)), rows.get(("student_noaug", fmt, precision))
+        s50 = student["latency"]["p50_ms"]
+        parts = [f"{fmt} {precision}: student {student['accuracy']:.2%} at p50 {s50:.3f} ms"]
+        if teacher:
+            t50 = teacher["latency"]["p50_ms"]
+            parts.append(f"teacher {teacher['accuracy']:.2%} at {t50:.3f} ms "
+                         f"(accuracy {100 * (student['accuracy'] - teacher['accuracy']):+.2f} pts, {t50 / s50:.2f}x faster)")
+        if plain:
+            p50 = plain["latency"]["p50_ms"]
+            parts.append(f"augmentation overhead {100 * (s50 - p50) / p50:+.1f}% vs {p50:.3f} ms without")
+        if student["predicted_host_ms"]:
+            parts.append(f"predicted {student['predicted_host_ms']:.3f} ms on this host (measured/predicted {s50 / student['predicted_host_ms']:.2f})")
+        lines.append("; ".join(parts))
+    return lines
+
+
+def render(report: dict, console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 200)
+    table = Table(title=f"procedge bench: {report['run']} (target {report['target']}, {report['heldout_images']} held-out images)")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "format", "prec", "status") else "right")
+    for row in report["rows"]:
+        table.add_row(*_cells(row), style=None if row["status"] == "ok" else "red")
+    console.print(table)
+    for line in summarize(report):
+        console.print(f"  {line}", highlight=False)
+    d = report["device"]
+    console.print(f"  device: {d['cpu']}, {d['logical_cores']} logical cores, measured {d['measured_fp32_gflops']} GFLOP/s fp32, "
+                  f"{d['measured_copy_gbs']} GB/s copy", highlight=False)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# procedge bench: {report['student']} distilled from {report['teacher']} for {report['target']}", "",
+             f"Held-out images: {report['heldout_images']}. Single-stream batch-1 latency "
+             f"(warm-up {report['timing_policy']['warmup_runs']} runs / {report['timing_policy']['warmup_seconds']} s, "
+             f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+    lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
+    d = report["device"]
+    lines += ["", "## Device", "", f"- CPU: {d['cpu']} ({d['logical_cores']} logical cores)",
+              f"- measured: {d['measured_fp32_gflops']} GFLOP/s fp32 matmul, {d['measured_copy_gbs']} GB/s copy",
+              f"- platform: {d['platform']}, Python {d['python']}, OMP_NUM_THREADS={d['omp_num_threads']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]
+    settings = {(r["format"], r["precision"]): r["settings"] for r in report["rows"] if r["settings"]}
+    lines += [f"- {fmt} {precision}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for (fmt, precision), s in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, json_path: Path, markdown_path: Path) -> None:
+    write_json(json_path, report)
+    write_text(markdown_path, markdown(report))

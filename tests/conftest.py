@@ -1,0 +1,61 @@
+"""Shared fixtures: real data from ../shared/data extracted once, and one small trained run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+os.environ.setdefault("PROCEDGE_QUIET", "1")
+
+
+def _extract(archive: Path, dest: Path, members=None) -> Path:
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent (real test data lives in ../shared/data)")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, members=members, filter="data")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def imagenet_val(tmp_path_factory) -> Path:
+    """1,300 ILSVRC2012 validation images with `dataset.txt` labels."""
+    return _extract(SHARED_DATA / "imagenet-val1300.tar.gz", tmp_path_factory.mktemp("imagenet"))
+
+
+@pytest.fixture(scope="session")
+def cifar_test(tmp_path_factory) -> Path:
+    """CIFAR-10's test split as JPEG files, test/<class>/NNNN.jpg."""
+    dest = tmp_path_factory.mktemp("cifar")
+    archive = SHARED_DATA / "cifar10-jpg.tar.gz"
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent (real test data lives in ../shared/data)")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, members=[m for m in tar.getmembers() if m.name.startswith("test/")], filter="data")
+    return dest / "test"
+
+
+@pytest.fixture
+def cifar_small(cifar_test, tmp_path) -> Path:
+    """A flat ImageFolder of real CIFAR-10 images: 3 classes x 12 images."""
+    root = tmp_path / "cifar-small"
+    for cls in ("airplane", "cat", "ship"):
+        (root / cls).mkdir(parents=True)
+        for src in sorted((cifar_test / cls).iterdir())[:12]:
+            shutil.copy(src, root / cls / src.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A real ProC-KD run on the embedded MNIST data, small enough for CI (about a minute)."""
+    from procedge.distill import distill, resolve_config
+
+    out = tmp_path_factory.mktemp("runs") / "mnist"
+    config, sizing = resolve_config("intel-cpu", student="mobilenetv3_small_050", epochs=1, teacher_size=64, student_size=64)
+    distill(config, out, sizing)
+    return out

@@ -1,0 +1,35 @@
+import pytest
+import timm
+
+from procedge.models.cost import measure_cost
+from procedge.models.student import size_student
+from procedge.targets import resolve_target
+
+
+def test_cost_counts_resnet18_flops():
+    cost = measure_cost(timm.create_model("resnet18", pretrained=False), 224)
+    assert cost.flops / 1e9 == pytest.approx(3.64, rel=0.02)  # 1.82 GMACs
+
+
+def test_prediction_scales_with_hardware():
+    cost = measure_cost(timm.create_model("mobilenetv3_small_100", pretrained=False), 224)
+    nano, agx = resolve_target("jetson-orin-nano"), resolve_target("jetson-agx-orin")
+    assert cost.predict_ms(agx.hardware, "fp16") < cost.predict_ms(nano.hardware, "fp16")
+    cpu = resolve_target("intel-cpu").hardware
+    assert cost.predict_ms(cpu, "int8") < cost.predict_ms(cpu, "fp32")
+
+
+def test_sizing_picks_most_compute_that_fits():
+    target = resolve_target("intel-cpu")
+    candidates = ("mobilenetv3_small_050", "mobilenetv3_large_100", "resnet50")
+    decision = size_student(target, 224, candidates=candidates)
+    fitting = [c for c in decision.candidates if c.fits]
+    assert decision.chosen == max(fitting, key=lambda c: c.gflops).name
+    assert all(c.predicted_ms < target.latency_budget_ms for c in fitting)
+    assert not next(c for c in decision.candidates if c.name == "resnet50").fits
+
+
+def test_sizing_keeps_the_student_faster_than_the_teacher():
+    target = resolve_target("intel-cpu")
+    decision = size_student(target, 64, teacher_ms=0.3, candidates=("mobilenetv3_small_050", "resnet18"))
+    assert decision.chosen == "mobilenetv3_small_050"

@@ -1,0 +1,105 @@
+"""Bad input: one line naming the problem and the fix, exit status 2, no traceback, no artifact."""
+
+import pytest
+import timm
+import torch
+import yaml
+from click.testing import CliRunner
+
+from procedge.cli import main
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+FAST = ("--student", "mobilenetv3_small_050")
+
+
+def test_help_for_every_command():
+    for command in ([], ["targets"], ["distill"], ["export"], ["bench"]):
+        result = run_cli(*command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_targets_lists_backend_precision_budget():
+    result = run_cli("targets")
+    assert result.exit_code == 0
+    for word in ("jetson-orin-nano", "intel-cpu", "arm64", "openvino", "trt", "fp16"):
+        assert word in result.output
+
+
+def test_unknown_target(tmp_path):
+    assert_one_line_error(run_cli("distill", "--target", "pdp-11", "--out", tmp_path / "r"), "unknown target 'pdp-11'")
+
+
+def test_missing_data_directory(tmp_path):
+    result = run_cli("distill", "--target", "arm64", "--data", tmp_path / "nope", "--out", tmp_path / "r", *FAST)
+    assert_one_line_error(result, "does not exist")
+    assert not (tmp_path / "r").exists()
+
+
+def test_empty_data_directory(tmp_path):
+    (tmp_path / "data").mkdir()
+    assert_one_line_error(run_cli("distill", "--target", "arm64", "--data", tmp_path / "data", "--out", tmp_path / "r", *FAST), "empty")
+
+
+def test_class_folder_without_images(cifar_small, tmp_path):
+    (cifar_small / "dog").mkdir()
+    assert_one_line_error(run_cli("distill", "--target", "arm64", "--data", cifar_small, "--out", tmp_path / "r", *FAST), "dog has no images")
+
+
+def test_unknown_timm_names(tmp_path):
+    assert_one_line_error(run_cli("distill", "--target", "arm64", "--teacher", "vit_gigantic_9000", "--out", tmp_path / "r"), "unknown timm model")
+    assert_one_line_error(run_cli("distill", "--target", "arm64", "--student", "resnet1800", "--out", tmp_path / "r"), "unknown timm model 'resnet1800'")
+
+
+def test_checkpoint_that_does_not_fit(tmp_path):
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "r18.pth")
+    result = run_cli("distill", "--target", "arm64", "--teacher-weights", tmp_path / "r18.pth", "--out", tmp_path / "r", *FAST)
+    assert_one_line_error(result, "'conv1.weight'")
+
+
+def test_checkpoint_that_is_not_a_state_dict(tmp_path):
+    torch.save({"epoch": 3, "note": "optimizer only"}, tmp_path / "x.pth")
+    result = run_cli("distill", "--target", "arm64", "--teacher", "resnet18", "--teacher-weights", tmp_path / "x.pth", "--out", tmp_path / "r", *FAST)
+    assert_one_line_error(result, "not a state dict")
+
+
+def test_output_directory_that_holds_a_run(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump({"method": "proc-kd"}))
+    assert_one_line_error(run_cli("distill", "--target", "arm64", "--out", out, *FAST), "already holds a run")
+    assert (out / "config.yaml").exists() and len(list(out.iterdir())) == 1
+
+
+def test_export_and_bench_without_a_trained_student(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.yaml").write_text("method: proc-kd\n")
+    assert_one_line_error(run_cli("export", "--run", out, "--format", "onnx"), "no trained student")
+    assert_one_line_error(run_cli("bench", "--run", out), "no trained student")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
+def test_resume_with_nothing_to_resume(tmp_path):
+    assert_one_line_error(run_cli("distill", "--target", "arm64", "--resume", "--out", tmp_path / "r"), "nothing to resume")
+
+
+@pytest.mark.parametrize("fmt, precision, fragment", [("trt", None, "--format trt"), ("ort", "int8", "int8"), ("openvino", "int8", "int8")])
+def test_formats_and_precisions_not_yet_available(tmp_path, fmt, precision, fragment):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "student.pt").write_bytes(b"")
+    args = ["export", "--run", out, "--format", fmt] + (["--precision", precision] if precision else [])
+    assert_one_line_error(run_cli(*args), fragment)
