@@ -59,6 +59,24 @@ def measure_latency(run, x: np.ndarray, policy: TimingPolicy = TimingPolicy()) -
     }
 
 
+def measure_overhead(run_with, run_without, x: np.ndarray, policy: TimingPolicy = TimingPolicy()) -> dict:
+    """Latency cost of an addition, A/B interleaved call by call so that machine drift cancels out."""
+    for _ in range(policy.warmup_runs):
+        run_with(x), run_without(x)
+    with_ms, without_ms = [], []
+    start = time.perf_counter()
+    while len(with_ms) < policy.min_runs or time.perf_counter() - start < policy.min_seconds:
+        for run, samples in ((run_with, with_ms), (run_without, without_ms)):
+            t0 = time.perf_counter_ns()
+            run(x)
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() - start > policy.max_seconds and len(with_ms) >= 10:
+            break
+    p50_with, p50_without = float(np.median(with_ms)), float(np.median(without_ms))
+    return {"runs": len(with_ms), "p50_with_ms": p50_with, "p50_without_ms": p50_without,
+            "overhead_pct": 100.0 * (p50_with - p50_without) / p50_without}
+
+
 def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> float:
     """Top-1 on uint8 images; exported graphs have a static batch of 1, eager PyTorch takes any batch."""
     correct = 0
@@ -69,26 +87,48 @@ def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -
 
 
 def host_hardware(seconds: float = 0.5) -> Hardware:
-    """This machine's figures, measured: fp32 matmul rate (BLAS, all cores) and copy bandwidth."""
-    n = 1024
-    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
-    a @ b
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        reps += 1
-    gflops = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
-    src = np.ones(64 * 2**20 // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        np.copyto(dst, src)
-        reps += 1
-    bandwidth = 2 * src.nbytes * reps / (time.perf_counter() - start) / 1e9
-    # Measured peaks are already achieved rates; efficiency and overhead as for the CPU profiles.
+    """This machine's figures as the runtime sees them, from three ONNX micro-graphs run in ONNX Runtime:
+    a large 3x3 convolution (achieved FLOP/s), an Add over 64 MB tensors (memory bandwidth), and a
+    chain of small depthwise convolutions (per-op dispatch and thread-sync cost)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def session(nodes, inputs, initializers=()):
+        graph = helper.make_graph(nodes, "micro", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  list(initializers))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def per_call(sess, feeds) -> float:
+        sess.run(None, feeds)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            sess.run(None, feeds)
+            calls += 1
+        return (time.perf_counter() - start) / calls
+
+    rng = np.random.default_rng(0)
+    c, hw = 128, 56
+    weight = numpy_helper.from_array(rng.standard_normal((c, c, 3, 3)).astype(np.float32), "w")
+    conv = session([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])], [weight])
+    gflops = 2 * c * c * 9 * hw * hw / per_call(conv, {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}) / 1e9
+
+    big = np.ones(16 * 2**20, dtype=np.float32)
+    add = session([helper.make_node("Add", ["a", "b"], ["y"])],
+                  [helper.make_tensor_value_info(n, TensorProto.FLOAT, [big.size]) for n in ("a", "b")])
+    bandwidth = 3 * big.nbytes / per_call(add, {"a": big, "b": big}) / 1e9
+
+    chain, small = 64, (1, 64, 8, 8)  # depthwise 3x3 on a small map: negligible FLOPs, real dispatch and sync
+    names = ["x"] + [f"t{i}" for i in range(chain - 1)] + ["y"]
+    dw = numpy_helper.from_array(rng.standard_normal((small[1], 1, 3, 3)).astype(np.float32), "dw")
+    tiny = session([helper.make_node("Conv", [names[i], "dw"], [names[i + 1]], pads=[1, 1, 1, 1], group=small[1]) for i in range(chain)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(small))], [dw])
+    overhead_us = per_call(tiny, {"x": np.ones(small, np.float32)}) / chain * 1e6
     return Hardware(name=cpu_model(), cores=os.cpu_count() or 1, peak_gflops={"fp32": gflops, "fp16": gflops, "int8": gflops},
-                    memory_bandwidth_gbs=bandwidth, efficiency=0.8, layer_overhead_us=3.0)
+                    memory_bandwidth_gbs=bandwidth, efficiency=1.0, layer_overhead_us=overhead_us)
 
 
 def cpu_model() -> str:
@@ -173,9 +213,11 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     jobs += [(fmt, precision, directory) for fmt, precision, directory in exports]
 
     rows: list[BenchRow] = []
+    overheads: dict[str, dict] = {}
     with progress_bar("benchmarking", len(jobs) * len(VARIANTS)) as advance:
         pytorch = None
         for fmt, precision, directory in jobs:
+            runners = {}
             for variant in VARIANTS:
                 row = BenchRow(variant, fmt, precision)
                 try:
@@ -187,10 +229,11 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                         manifest = read_manifest(directory)
                         runner, row.settings = backend.load(artifact(directory, variant, backend), threads)
                         row.size_mb = manifest["files"][variant]["bytes"] / 1e6
+                    runners[variant] = runner
                     images = heldout["teacher" if variant == "teacher" else "student"]
                     row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
                     row.latency = measure_latency(runner, images[:1].astype(np.float32) / 255.0, policy)
-                    if costs is not None:
+                    if costs is not None and fmt != "pytorch":  # predictions model compiled graphs, not eager dispatch
                         execution = "fp16" if precision == "fp16" else "fp32"
                         row.predicted_host_ms = predict_ms(costs[variant], host, "fp32")
                         row.predicted_target_ms = predict_ms(costs[variant], config.target.hardware, execution)
@@ -200,6 +243,9 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                     row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 rows.append(row)
                 advance(1)
+            if "student" in runners and "student_noaug" in runners:
+                x = heldout["student"][:1].astype(np.float32) / 255.0
+                overheads[f"{fmt} {precision}"] = measure_overhead(runners["student"], runners["student_noaug"], x, policy)
     return {
         "run": str(run.path),
         "target": config.target.name,
@@ -209,6 +255,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
         "timing_policy": asdict(policy),
         "device": device_state(host),
         "rows": [asdict(r) for r in rows],
+        "augmentation_overhead": overheads,
     }
 
 
@@ -226,6 +273,7 @@ def device_state(host: Hardware) -> dict:
         "logical_cores": host.cores,
         "measured_fp32_gflops": round(host.peak_gflops["fp32"], 1),
         "measured_copy_gbs": round(host.memory_bandwidth_gbs, 1),
+        "measured_op_overhead_us": round(host.layer_overhead_us, 2),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,

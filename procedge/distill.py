@@ -85,7 +85,7 @@ def resolve_config(
         student = decision.chosen
         info(f"student sized for {profile.name}: [bold]{student}[/bold] ({decision.reason})")
         for c in decision.candidates:
-            info(f"  {c.name:24s} {c.gflops:6.3f} GFLOPs  predicted {c.predicted_ms:7.2f} ms  {'fits' if c.fits else 'over budget'}")
+            info(f"  {c.name:24s} {c.gflops:6.3f} GFLOPs  predicted {c.predicted_ms:7.2f} ms  {'fits' if c.fits else 'too slow'}")
     s_cfg = timm.create_model(student, pretrained=False).pretrained_cfg
     config = RunConfig(
         target=profile,

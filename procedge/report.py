@@ -38,16 +38,17 @@ def summarize(report: dict) -> list[str]:
     for (model, fmt, precision), student in rows.items():
         if model != "student":
             continue
-        teacher, plain = rows.get(("teacher", fmt, precision)), rows.get(("student_noaug", fmt, precision))
+        teacher = rows.get(("teacher", fmt, precision))
+        overhead = report.get("augmentation_overhead", {}).get(f"{fmt} {precision}")
         s50 = student["latency"]["p50_ms"]
         parts = [f"{fmt} {precision}: student {student['accuracy']:.2%} at p50 {s50:.3f} ms"]
         if teacher:
             t50 = teacher["latency"]["p50_ms"]
             parts.append(f"teacher {teacher['accuracy']:.2%} at {t50:.3f} ms "
                          f"(accuracy {100 * (student['accuracy'] - teacher['accuracy']):+.2f} pts, {t50 / s50:.2f}x faster)")
-        if plain:
-            p50 = plain["latency"]["p50_ms"]
-            parts.append(f"augmentation overhead {100 * (s50 - p50) / p50:+.1f}% vs {p50:.3f} ms without")
+        if overhead:
+            parts.append(f"augmentation overhead {overhead['overhead_pct']:+.1f}% "
+                         f"({overhead['p50_with_ms']:.3f} vs {overhead['p50_without_ms']:.3f} ms, A/B interleaved)")
         if student["predicted_host_ms"]:
             parts.append(f"predicted {student['predicted_host_ms']:.3f} ms on this host (measured/predicted {s50 / student['predicted_host_ms']:.2f})")
         lines.append("; ".join(parts))
@@ -66,7 +67,7 @@ def render(report: dict, console: Console | None = None) -> None:
         console.print(f"  {line}", highlight=False)
     d = report["device"]
     console.print(f"  device: {d['cpu']}, {d['logical_cores']} logical cores, measured {d['measured_fp32_gflops']} GFLOP/s fp32, "
-                  f"{d['measured_copy_gbs']} GB/s copy", highlight=False)
+                  f"{d['measured_copy_gbs']} GB/s copy, {d['measured_op_overhead_us']} us per op (ONNX Runtime micro-benchmarks)", highlight=False)
 
 
 def markdown(report: dict) -> str:
@@ -79,7 +80,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
     d = report["device"]
     lines += ["", "## Device", "", f"- CPU: {d['cpu']} ({d['logical_cores']} logical cores)",
-              f"- measured: {d['measured_fp32_gflops']} GFLOP/s fp32 matmul, {d['measured_copy_gbs']} GB/s copy",
+              f"- measured with ONNX Runtime micro-graphs: {d['measured_fp32_gflops']} GFLOP/s fp32 conv, {d['measured_copy_gbs']} GB/s, "
+              f"{d['measured_op_overhead_us']} us per op",
               f"- platform: {d['platform']}, Python {d['python']}, OMP_NUM_THREADS={d['omp_num_threads']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]
     settings = {(r["format"], r["precision"]): r["settings"] for r in report["rows"] if r["settings"]}

@@ -41,3 +41,18 @@ def test_bench_table_student_vs_teacher(trained_run):
     assert {"cpu", "versions", "logical_cores"} <= set(report["device"])
     text = run.report.read_text()
     assert "| student | ort |" in text and "augmentation overhead" in text
+    assert set(report["augmentation_overhead"]) >= {"onnx fp32", "ort fp32", "pytorch fp32"}
+
+
+def test_overhead_is_measured_interleaved():
+    from procedge.bench import measure_overhead
+
+    def slow(x):
+        time.sleep(0.002)
+
+    def fast(x):
+        time.sleep(0.001)
+
+    result = measure_overhead(slow, fast, np.zeros(1), TimingPolicy(warmup_runs=2, min_runs=20, min_seconds=0.05))
+    assert result["runs"] >= 20
+    assert 30 < result["overhead_pct"] < 150

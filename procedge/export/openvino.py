@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from procedge.errors import ProcedgeError
 from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
 from procedge.run import RunDir
 
@@ -22,10 +23,18 @@ class OpenVinoBackend(ExportBackend):
     def build(self, run: RunDir, precision: str, out_dir: Path) -> dict:
         import openvino as ov
 
+        core = ov.Core()
         for variant in VARIANTS:
-            model = ov.convert_model(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"))
-            ov.save_model(model, str(out_dir / f"{variant}.xml"), compress_to_fp16=precision == "fp16")
-        return {"openvino": ov.get_version()}
+            source = run.format_dir("onnx", "fp32") / f"{variant}.onnx"
+            try:
+                model = ov.convert_model(str(source))
+                ov.save_model(model, str(out_dir / f"{variant}.xml"), compress_to_fp16=precision == "fp16")
+                core.compile_model(str(out_dir / f"{variant}.xml"), "CPU")  # fail here, not on the device
+            except RuntimeError as exc:
+                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                raise ProcedgeError(f"OpenVINO cannot convert or compile {source.name} for CPU: {first[:300]}; "
+                                    "check the op against OpenVINO's supported ONNX ops") from exc
+        return {"openvino": ov.get_version(), "compiled_for": core.get_property("CPU", "FULL_DEVICE_NAME")}
 
     def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
         import openvino as ov

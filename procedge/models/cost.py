@@ -39,24 +39,32 @@ class ModelCost:
         return seconds * 1e3
 
 
+# Folded into the preceding convolution by every runtime procedge targets, so they cost nothing alone.
+FUSED = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Flatten)
+
+
 def measure_cost(model: nn.Module, input_size: int) -> ModelCost:
-    """Trace one batch-1 forward pass; convolutions and linear layers carry the cost (the rest fuses)."""
+    """Trace one batch-1 forward pass: FLOPs of convolutions and linear layers, memory traffic and one
+    dispatch for every other leaf op that does not fuse (activations such as SiLU, gates, pools)."""
     layers: list[LayerCost] = []
 
     def hook(name):
         def record(module, inputs, output):
-            x = inputs[0]
-            weight = module.weight
-            if isinstance(module, nn.Conv2d):
-                per_output = weight.shape[1] * weight.shape[2] * weight.shape[3]
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if not isinstance(output, torch.Tensor):
+                return
+            moved = float(output.numel() + (x.numel() if x is not None else 0))
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                weight = module.weight
+                per_output = weight[0].numel()
+                layers.append(LayerCost(name, 2.0 * output.numel() * per_output, moved + weight.numel()))
             else:
-                per_output = weight.shape[1]
-            flops = 2.0 * output.numel() * per_output
-            layers.append(LayerCost(name, flops, float(x.numel() + output.numel() + weight.numel())))
+                layers.append(LayerCost(name, 0.0, moved))
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children()) and not isinstance(m, FUSED)]
+    handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
     was_training = model.training
     try:
         model.eval()

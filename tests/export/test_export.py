@@ -22,7 +22,7 @@ def exported(trained_run):
 def test_distilled_run_folded_exactly(exported):
     metrics = exported.read_metrics()
     assert metrics["fold_max_abs_diff"] < 1e-5
-    assert metrics["student_accuracy"] > 0.5  # one epoch on MNIST, far above the 10% of chance
+    assert metrics["student_accuracy"] > 0.8  # one epoch on MNIST (chance is 10%)
     assert 0.8 < metrics["teacher_probe_accuracy"] <= 1.0
     assert set(metrics["history"][0]) >= {"loss_s", "loss_t", "loss_a", "loss_kl", "loss_loc"}
 
