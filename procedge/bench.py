@@ -6,6 +6,7 @@ just OpenVINO or ONNX Runtime installed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, artifact, backend_registry, read_manifest
+from procedge.export.base import VARIANTS, Runner, artifact, backend_registry, read_manifest
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.targets import Hardware
@@ -32,21 +33,7 @@ class TimingPolicy:
     max_seconds: float = 20.0
 
 
-def measure_latency(run, x: np.ndarray, policy: TimingPolicy = TimingPolicy()) -> dict:
-    """Single-stream: each query starts when the previous one completes; input prepared beforehand."""
-    start = time.perf_counter()
-    count = 0
-    while count < policy.warmup_runs or time.perf_counter() - start < policy.warmup_seconds:
-        run(x)
-        count += 1
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < policy.min_runs or time.perf_counter() - start < policy.min_seconds:
-        t0 = time.perf_counter_ns()
-        run(x)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if time.perf_counter() - start > policy.max_seconds and len(samples) >= 10:
-            break
+def _stats(samples: list[float]) -> dict:
     ms = np.asarray(samples)
     return {
         "runs": len(ms),
@@ -59,22 +46,30 @@ def measure_latency(run, x: np.ndarray, policy: TimingPolicy = TimingPolicy()) -
     }
 
 
-def measure_overhead(run_with, run_without, x: np.ndarray, policy: TimingPolicy = TimingPolicy()) -> dict:
-    """Latency cost of an addition, A/B interleaved call by call so that machine drift cancels out."""
-    for _ in range(policy.warmup_runs):
-        run_with(x), run_without(x)
-    with_ms, without_ms = [], []
-    start = time.perf_counter()
-    while len(with_ms) < policy.min_runs or time.perf_counter() - start < policy.min_seconds:
-        for run, samples in ((run_with, with_ms), (run_without, without_ms)):
-            t0 = time.perf_counter_ns()
+def measure_latency(runs: dict[str, tuple[Runner, np.ndarray]], policy: TimingPolicy = TimingPolicy(), block: int = 10) -> dict[str, dict]:
+    """Single-stream batch-1 latency of several models, timed in interleaved blocks of `block` calls.
+
+    Each query starts when the previous one completes; inputs are prepared beforehand. Round-robin
+    blocks spread any drift of the machine evenly over the models compared (on a dedicated device
+    this equals timing them one after another).
+    """
+    for run, x in runs.values():
+        start, count = time.perf_counter(), 0
+        while count < policy.warmup_runs or time.perf_counter() - start < policy.warmup_seconds:
             run(x)
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if time.perf_counter() - start > policy.max_seconds and len(with_ms) >= 10:
+            count += 1
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    budget = policy.min_seconds * len(runs)
+    while min(len(v) for v in samples.values()) < policy.min_runs or time.perf_counter() - start < budget:
+        for name, (run, x) in runs.items():
+            for _ in range(block):
+                t0 = time.perf_counter_ns()
+                run(x)
+                samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() - start > policy.max_seconds * len(runs):
             break
-    p50_with, p50_without = float(np.median(with_ms)), float(np.median(without_ms))
-    return {"runs": len(with_ms), "p50_with_ms": p50_with, "p50_without_ms": p50_without,
-            "overhead_pct": 100.0 * (p50_with - p50_without) / p50_without}
+    return {name: _stats(values) for name, values in samples.items()}
 
 
 def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> float:
@@ -199,7 +194,8 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     run = RunDir(run_dir).require_trained()
     config = RunConfig.load(run.config)
     exports = discover_exports(run, formats)
-    want_pytorch = formats is None or "pytorch" in formats
+    # The PyTorch eager row is there when asked for, or by default where PyTorch is installed.
+    want_pytorch = "pytorch" in formats if formats else importlib.util.find_spec("torch") is not None
     if not exports and not want_pytorch:
         raise ProcedgeError(f"no {'/'.join(formats or [])} export in {run.path}; run `procedge export --run {run.path} --format FORMAT` first")
     heldout = run.load_heldout()
@@ -214,25 +210,24 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
 
     rows: list[BenchRow] = []
     overheads: dict[str, dict] = {}
-    with progress_bar("benchmarking", len(jobs) * len(VARIANTS)) as advance:
-        pytorch = None
+    pytorch = None
+    with progress_bar("benchmarking", len(jobs)) as advance:
         for fmt, precision, directory in jobs:
-            runners = {}
+            timed: dict[str, tuple[Runner, np.ndarray]] = {}
+            format_rows = {}
             for variant in VARIANTS:
-                row = BenchRow(variant, fmt, precision)
+                row = format_rows[variant] = BenchRow(variant, fmt, precision)
                 try:
                     if fmt == "pytorch":
                         pytorch = pytorch or _pytorch_runners(run)
                         runner, row.settings = pytorch[variant]
                     else:
                         backend = backend_registry.get(fmt)()
-                        manifest = read_manifest(directory)
                         runner, row.settings = backend.load(artifact(directory, variant, backend), threads)
-                        row.size_mb = manifest["files"][variant]["bytes"] / 1e6
-                    runners[variant] = runner
+                        row.size_mb = read_manifest(directory)["files"][variant]["bytes"] / 1e6
                     images = heldout["teacher" if variant == "teacher" else "student"]
                     row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
-                    row.latency = measure_latency(runner, images[:1].astype(np.float32) / 255.0, policy)
+                    timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)
                     if costs is not None and fmt != "pytorch":  # predictions model compiled graphs, not eager dispatch
                         execution = "fp16" if precision == "fp16" else "fp32"
                         row.predicted_host_ms = predict_ms(costs[variant], host, "fp32")
@@ -241,11 +236,14 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                     row.status, row.reason = "failed", str(exc)
                 except Exception as exc:  # a runtime's own failure is a table row, not a crash
                     row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                rows.append(row)
-                advance(1)
-            if "student" in runners and "student_noaug" in runners:
-                x = heldout["student"][:1].astype(np.float32) / 255.0
-                overheads[f"{fmt} {precision}"] = measure_overhead(runners["student"], runners["student_noaug"], x, policy)
+            for variant, stats in measure_latency(timed, policy).items():
+                format_rows[variant].latency = stats
+            rows += format_rows.values()
+            if "student" in timed and "student_noaug" in timed:
+                with_ms, without_ms = format_rows["student"].latency["p50_ms"], format_rows["student_noaug"].latency["p50_ms"]
+                overheads[f"{fmt} {precision}"] = {"p50_with_ms": with_ms, "p50_without_ms": without_ms,
+                                                   "overhead_pct": 100.0 * (with_ms - without_ms) / without_ms}
+            advance(1)
     return {
         "run": str(run.path),
         "target": config.target.name,

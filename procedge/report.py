@@ -48,7 +48,7 @@ def summarize(report: dict) -> list[str]:
                          f"(accuracy {100 * (student['accuracy'] - teacher['accuracy']):+.2f} pts, {t50 / s50:.2f}x faster)")
         if overhead:
             parts.append(f"augmentation overhead {overhead['overhead_pct']:+.1f}% "
-                         f"({overhead['p50_with_ms']:.3f} vs {overhead['p50_without_ms']:.3f} ms, A/B interleaved)")
+                         f"({overhead['p50_with_ms']:.3f} vs {overhead['p50_without_ms']:.3f} ms without)")
         if student["predicted_host_ms"]:
             parts.append(f"predicted {student['predicted_host_ms']:.3f} ms on this host (measured/predicted {s50 / student['predicted_host_ms']:.2f})")
         lines.append("; ".join(parts))
@@ -74,7 +74,8 @@ def markdown(report: dict) -> str:
     lines = [f"# procedge bench: {report['student']} distilled from {report['teacher']} for {report['target']}", "",
              f"Held-out images: {report['heldout_images']}. Single-stream batch-1 latency "
              f"(warm-up {report['timing_policy']['warmup_runs']} runs / {report['timing_policy']['warmup_seconds']} s, "
-             f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s).", "",
+             f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s per model, "
+             "the models of one format timed in interleaved blocks of 10 calls).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]

@@ -11,14 +11,25 @@ from procedge.export import export_run
 from procedge.run import RunDir
 
 
-def test_latency_policy_counts_and_percentiles():
-    def sleeper(x):
-        time.sleep(0.001)
+def test_latency_policy_counts_percentiles_and_interleaves():
+    calls = []
 
-    stats = measure_latency(sleeper, np.zeros(1), TimingPolicy(warmup_runs=3, warmup_seconds=0.0, min_runs=30, min_seconds=0.05))
-    assert stats["runs"] >= 30
-    assert 1.0 <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
-    assert stats["throughput_fps"] == pytest.approx(1000 / stats["mean_ms"])
+    def runner(name, seconds):
+        def run(x):
+            calls.append(name)
+            time.sleep(seconds)
+
+        return run
+
+    policy = TimingPolicy(warmup_runs=3, warmup_seconds=0.0, min_runs=30, min_seconds=0.05)
+    stats = measure_latency({"slow": (runner("slow", 0.002), np.zeros(1)), "fast": (runner("fast", 0.001), np.zeros(1))}, policy)
+    for name in ("slow", "fast"):
+        assert stats[name]["runs"] >= 30
+        assert stats[name]["p50_ms"] <= stats[name]["p90_ms"] <= stats[name]["p99_ms"]
+        assert stats[name]["throughput_fps"] == pytest.approx(1000 / stats[name]["mean_ms"])
+    assert stats["slow"]["p50_ms"] > stats["fast"]["p50_ms"] >= 1.0
+    timed = calls[6:]  # after the warm-up: blocks of 10 alternate
+    assert timed[:10] == ["slow"] * 10 and timed[10:20] == ["fast"] * 10 and timed[20:30] == ["slow"] * 10
 
 
 @pytest.mark.slow
@@ -43,16 +54,3 @@ def test_bench_table_student_vs_teacher(trained_run):
     assert "| student | ort |" in text and "augmentation overhead" in text
     assert set(report["augmentation_overhead"]) >= {"onnx fp32", "ort fp32", "pytorch fp32"}
 
-
-def test_overhead_is_measured_interleaved():
-    from procedge.bench import measure_overhead
-
-    def slow(x):
-        time.sleep(0.002)
-
-    def fast(x):
-        time.sleep(0.001)
-
-    result = measure_overhead(slow, fast, np.zeros(1), TimingPolicy(warmup_runs=2, min_runs=20, min_seconds=0.05))
-    assert result["runs"] >= 20
-    assert 30 < result["overhead_pct"] < 150

@@ -103,3 +103,21 @@ def test_formats_and_precisions_not_yet_available(tmp_path, fmt, precision, frag
     (out / "student.pt").write_bytes(b"")
     args = ["export", "--run", out, "--format", fmt] + (["--precision", precision] if precision else [])
     assert_one_line_error(run_cli(*args), fragment)
+
+
+def test_distill_on_a_user_image_folder_with_augmentation(cifar_small, tmp_path):
+    out = tmp_path / "run"
+    args = ["distill", "--target", "arm64", "--data", cifar_small, "--student", "resnet10t", "--epochs", "1", "--augment",
+            "--teacher-size", "64", "--student-size", "32", "--out", out]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["data"]["augment"] is True and config["data"]["root"] == str(cifar_small.resolve())
+    assert config["target"]["name"] == "arm64" and config["student"]["name"] == "resnet10t"
+    metrics = yaml.safe_load((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 30 and metrics["heldout_images"] == 6  # 20% of each class held out
+    assert metrics["fold_max_abs_diff"] < 1e-5
+    assert not (out / "last.pt").exists() and (out / "student.pt").exists()
+    assert_one_line_error(run_cli(*args), "already holds a run")
+    result = run_cli(*args, "--overwrite")
+    assert result.exit_code == 0, result.output

@@ -1,9 +1,8 @@
-from pathlib import Path
 
 import pytest
 import torch
 
-from procedge.data import load_embedded_mnist, load_image_folder, stratified_split, to_model_input
+from procedge.data import augment, load_embedded_mnist, load_image_folder, stratified_split, to_model_input
 from procedge.errors import ProcedgeError
 
 
@@ -11,7 +10,6 @@ def test_embedded_mnist_is_stratified_and_three_channel():
     data = load_embedded_mnist(0.2, seed=0)
     assert (len(data.train), len(data.val)) == (4000, 1000)
     assert data.train.images.shape[1:] == (3, 28, 28) and data.train.images.dtype == torch.uint8
-    assert torch.bincount(data.val.labels).tolist() == torch.bincount(data.val.labels).tolist()
     per_class = torch.bincount(data.val.labels)
     assert per_class.min() >= 90 and per_class.max() <= 115  # ~20% of each class
 
@@ -76,3 +74,11 @@ def test_model_input_resizes_and_normalises():
     x = to_model_input(images, 64, (0.5,) * 3, (0.5,) * 3)
     assert x.shape == (2, 3, 64, 64)
     assert torch.allclose(x, torch.ones_like(x))
+
+
+def test_augment_is_seeded_shift_and_flip():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
+    a = augment(images, torch.Generator().manual_seed(3))
+    b = augment(images, torch.Generator().manual_seed(3))
+    assert a.shape == images.shape and a.dtype == torch.uint8
+    assert torch.equal(a, b)

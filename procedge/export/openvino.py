@@ -55,7 +55,7 @@ class OpenVinoBackend(ExportBackend):
         settings = {
             "runtime": f"openvino {ov.get_version()}",
             "device": core.get_property("CPU", "FULL_DEVICE_NAME"),
-            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
         }
         return run, settings

@@ -1,13 +1,17 @@
-"""Per-layer FLOPs and bytes of a model, and a roofline latency prediction against a hardware profile."""
+"""Per-layer FLOPs and bytes of a model, and a roofline latency prediction against a hardware profile.
+
+The prediction needs no PyTorch (bench runs it on devices without it); only tracing a model does.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from procedge.targets import Hardware
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 
@@ -39,13 +43,14 @@ class ModelCost:
         return seconds * 1e3
 
 
-# Folded into the preceding convolution by every runtime procedge targets, so they cost nothing alone.
-FUSED = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Flatten)
-
-
 def measure_cost(model: nn.Module, input_size: int) -> ModelCost:
     """Trace one batch-1 forward pass: FLOPs of convolutions and linear layers, memory traffic and one
     dispatch for every other leaf op that does not fuse (activations such as SiLU, gates, pools)."""
+    import torch
+    from torch import nn
+
+    # Folded into the preceding convolution by every runtime procedge targets: no cost of their own.
+    fused = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Flatten)
     layers: list[LayerCost] = []
 
     def hook(name):
@@ -63,7 +68,7 @@ def measure_cost(model: nn.Module, input_size: int) -> ModelCost:
 
         return record
 
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children()) and not isinstance(m, FUSED)]
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children()) and not isinstance(m, fused)]
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
     was_training = model.training
     try:
