@@ -46,12 +46,15 @@ def _stats(samples: list[float]) -> dict:
     }
 
 
-def measure_latency(runs: dict[str, tuple[Runner, np.ndarray]], policy: TimingPolicy = TimingPolicy(), block: int = 10) -> dict[str, dict]:
+def measure_latency(runs: dict[str, tuple[Runner, np.ndarray]], policy: TimingPolicy = TimingPolicy(), block: int = 50,
+                    settle: int = 3, pause_s: float = 0.02) -> dict[str, dict]:
     """Single-stream batch-1 latency of several models, timed in interleaved blocks of `block` calls.
 
     Each query starts when the previous one completes; inputs are prepared beforehand. Round-robin
     blocks spread any drift of the machine evenly over the models compared (on a dedicated device
-    this equals timing them one after another).
+    this equals timing them one after another). Each block starts after a short pause, in which the
+    previous model's spinning runtime threads go to sleep, and `settle` untimed calls, so only the
+    steady state is timed.
     """
     for run, x in runs.values():
         start, count = time.perf_counter(), 0
@@ -63,6 +66,9 @@ def measure_latency(runs: dict[str, tuple[Runner, np.ndarray]], policy: TimingPo
     budget = policy.min_seconds * len(runs)
     while min(len(v) for v in samples.values()) < policy.min_runs or time.perf_counter() - start < budget:
         for name, (run, x) in runs.items():
+            time.sleep(pause_s)
+            for _ in range(settle):
+                run(x)
             for _ in range(block):
                 t0 = time.perf_counter_ns()
                 run(x)

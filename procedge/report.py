@@ -75,7 +75,7 @@ def markdown(report: dict) -> str:
              f"Held-out images: {report['heldout_images']}. Single-stream batch-1 latency "
              f"(warm-up {report['timing_policy']['warmup_runs']} runs / {report['timing_policy']['warmup_seconds']} s, "
              f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s per model, "
-             "the models of one format timed in interleaved blocks of 10 calls).", "",
+             "the models of one format timed in interleaved blocks of 50 calls, each after a 20 ms pause and 3 untimed calls).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
