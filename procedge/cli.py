@@ -86,11 +86,12 @@ def distill(target, teacher, teacher_weights, data, student, method, epochs, tea
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory written by `procedge distill`.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True, help="Export format.")
 @click.option("--precision", type=click.Choice(("fp32", "fp16", "int8")), help="Precision (default: fp32).")
-def export(run_dir, fmt, precision):
+@click.option("--calib-size", type=click.IntRange(min=1), help="INT8 calibration images from the training split (default: calibration/default.yaml).")
+def export(run_dir, fmt, precision, calib_size):
     """Export the run's folded student (and the teacher, for comparison) to FORMAT."""
     from procedge.export import export_run
 
-    export_run(run_dir, fmt, precision)
+    export_run(run_dir, fmt, precision, calib_size)
 
 
 @main.command()

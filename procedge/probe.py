@@ -10,9 +10,15 @@ from torch import nn
 
 
 def fit_linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, seed: int = 0) -> nn.Linear:
-    """Multinomial logistic regression on standardised features, returned as one nn.Linear."""
+    """Multinomial logistic regression on standardised features, returned as one nn.Linear.
+
+    Each feature's scale is floored at a tenth of the median scale: a nearly constant feature (a
+    channel the task never excites) would otherwise fold into a huge weight, which wrecks the
+    layer's range for INT8 and amplifies noise.
+    """
     x = train_features.float().numpy()
     scaler = StandardScaler().fit(x)
+    scaler.scale_ = np.maximum(scaler.scale_, 0.1 * np.median(scaler.scale_))
     clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(scaler.transform(x), train_labels.numpy())
     coef = clf.coef_ / scaler.scale_
     bias = clf.intercept_ - coef @ scaler.mean_

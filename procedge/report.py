@@ -9,12 +9,23 @@ from rich.table import Table
 
 from procedge.io import write_json, write_text
 
-COLUMNS = ("model", "format", "prec", "status", "acc %", "size MB", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "img/s",
+COLUMNS = ("model", "format", "prec", "status", "acc %", "Δacc pts", "size MB", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "img/s",
            "pred host ms", "pred target ms")
 
 
-def _cells(row: dict) -> list[str]:
+def _reference_accuracy(row: dict, rows: list[dict]) -> float | None:
+    """The same model's fp32 accuracy: the same format if it has fp32, else the ONNX export."""
+    for fmt in (row["format"], "onnx"):
+        for other in rows:
+            if (other["model"], other["format"], other["precision"]) == (row["model"], fmt, "fp32") and other["accuracy"] is not None:
+                return other["accuracy"]
+    return None
+
+
+def _cells(row: dict, rows: list[dict]) -> list[str]:
     lat = row["latency"]
+    reference = _reference_accuracy(row, rows)
+    delta = 100 * (row["accuracy"] - reference) if row["accuracy"] is not None and reference is not None else None
 
     def num(value, fmt):
         return format(value, fmt) if value is not None else "-"
@@ -23,6 +34,7 @@ def _cells(row: dict) -> list[str]:
     return [
         row["model"], row["format"], row["precision"], status,
         num(row["accuracy"] * 100 if row["accuracy"] is not None else None, ".2f"),
+        num(delta, "+.2f"),
         num(row["size_mb"], ".1f"),
         num(lat.get("p50_ms"), ".3f"), num(lat.get("p90_ms"), ".3f"), num(lat.get("p99_ms"), ".3f"),
         f"{lat['mean_ms']:.3f}±{lat['std_ms']:.3f}" if lat else "-",
@@ -61,7 +73,7 @@ def render(report: dict, console: Console | None = None) -> None:
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("model", "format", "prec", "status") else "right")
     for row in report["rows"]:
-        table.add_row(*_cells(row), style=None if row["status"] == "ok" else "red")
+        table.add_row(*_cells(row, report["rows"]), style=None if row["status"] == "ok" else "red")
     console.print(table)
     for line in summarize(report):
         console.print(f"  {line}", highlight=False)
@@ -77,7 +89,7 @@ def markdown(report: dict) -> str:
              f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s per model, "
              "the models of one format timed in interleaved blocks of 50 calls, each after a 20 ms pause and 3 untimed calls).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+    lines += ["| " + " | ".join(_cells(row, report["rows"])) + " |" for row in report["rows"]]
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
     d = report["device"]
     lines += ["", "## Device", "", f"- CPU: {d['cpu']} ({d['logical_cores']} logical cores)",

@@ -39,16 +39,16 @@ def test_bench_table_student_vs_teacher(trained_run):
     assert result.exit_code == 0, result.output
     run = RunDir(trained_run)
     report = json.loads(run.bench_json.read_text())
-    rows = {(r["model"], r["format"]): r for r in report["rows"]}
+    rows = {(r["model"], r["format"], r["precision"]): r for r in report["rows"]}
     for model in ("student", "student_noaug", "teacher"):
         for fmt in ("pytorch", "onnx", "ort"):
-            row = rows[(model, fmt)]
+            row = rows[(model, fmt, "fp32")]
             assert row["status"] == "ok", row
             assert row["latency"]["p50_ms"] > 0 and row["latency"]["runs"] >= 50
     metrics = run.read_metrics()
-    assert rows[("student", "ort")]["accuracy"] == pytest.approx(metrics["student_accuracy"], abs=0.005)
-    assert rows[("teacher", "ort")]["accuracy"] == pytest.approx(metrics["teacher_probe_accuracy"], abs=0.005)
-    assert rows[("student", "onnx")]["predicted_host_ms"] > 0
+    assert rows[("student", "ort", "fp32")]["accuracy"] == pytest.approx(metrics["student_accuracy"], abs=0.005)
+    assert rows[("teacher", "ort", "fp32")]["accuracy"] == pytest.approx(metrics["teacher_probe_accuracy"], abs=0.005)
+    assert rows[("student", "onnx", "fp32")]["predicted_host_ms"] > 0
     assert {"cpu", "versions", "logical_cores"} <= set(report["device"])
     text = run.report.read_text()
     assert "| student | ort |" in text and "augmentation overhead" in text

@@ -96,8 +96,9 @@ def test_resume_with_nothing_to_resume(tmp_path):
     assert_one_line_error(run_cli("distill", "--target", "arm64", "--resume", "--out", tmp_path / "r"), "nothing to resume")
 
 
-@pytest.mark.parametrize("fmt, precision, fragment", [("trt", None, "--format trt"), ("ort", "int8", "int8"), ("openvino", "int8", "int8")])
-def test_formats_and_precisions_not_yet_available(tmp_path, fmt, precision, fragment):
+@pytest.mark.parametrize("fmt, precision, fragment", [("trt", None, "--format trt"), ("onnx", "int8", "supports --precision fp32"),
+                                                      ("ort", "fp16", "supports --precision fp32, int8")])
+def test_formats_and_precisions_not_available(tmp_path, fmt, precision, fragment):
     out = tmp_path / "r"
     out.mkdir()
     (out / "student.pt").write_bytes(b"")
@@ -121,3 +122,10 @@ def test_distill_on_a_user_image_folder_with_augmentation(cifar_small, tmp_path)
     assert_one_line_error(run_cli(*args), "already holds a run")
     result = run_cli(*args, "--overwrite")
     assert result.exit_code == 0, result.output
+
+
+def test_calib_size_without_int8(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "student.pt").write_bytes(b"")
+    assert_one_line_error(run_cli("export", "--run", out, "--format", "ort", "--calib-size", "10"), "--calib-size applies to --precision int8")

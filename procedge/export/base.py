@@ -37,8 +37,10 @@ class ExportBackend:
         except ImportError as exc:
             raise ProcedgeError(f"{self.name} needs the {self.runtime_module} package: {self.install_hint}") from exc
 
-    def build(self, run: RunDir, precision: str, out_dir: Path) -> dict:
-        """Write `<variant><suffix>` for every variant into out_dir; return extra manifest fields."""
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None) -> dict:
+        """Write `<variant><suffix>` for every variant into out_dir; return extra manifest fields.
+
+        INT8 builds draw their calibration images with `procedge.calibration.calibration_set`."""
         raise NotImplementedError
 
     def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
@@ -53,7 +55,7 @@ def artifact(out_dir: Path, variant: str, backend: ExportBackend) -> Path:
     return out_dir / f"{variant}{backend.suffix}"
 
 
-def export_run(run_dir: Path, fmt: str, precision: str | None = None) -> Path:
+def export_run(run_dir: Path, fmt: str, precision: str | None = None, calib_size: int | None = None) -> Path:
     """Export a trained run to `fmt`; the format directory appears only when complete. Returns it."""
     run = RunDir(run_dir).require_trained()
     if fmt == "trt":
@@ -61,16 +63,18 @@ def export_run(run_dir: Path, fmt: str, precision: str | None = None) -> Path:
             "--format trt is not available yet (TensorRT engines and INT8 come with the TensorRT backend); "
             "use --format onnx and build the engine on the device with trtexec --onnx=student.onnx --fp16"
         )
+    if calib_size is not None and precision != "int8":
+        raise ProcedgeError("--calib-size applies to --precision int8 only; drop it or add --precision int8")
     backend = backend_registry.get(fmt)()
     precision = precision or "fp32"
     if precision not in backend.precisions:
-        raise ProcedgeError(f"{fmt} export supports --precision {', '.join(backend.precisions)} (asked: {precision}); int8 is not available yet")
+        raise ProcedgeError(f"{fmt} export supports --precision {', '.join(backend.precisions)} (asked: {precision}); pick one of those")
     backend.check_available()
     if fmt != "onnx" and not (run.format_dir("onnx", "fp32") / "manifest.json").exists():
         export_run(run.path, "onnx", "fp32")
     target = run.format_dir(fmt, precision)
     with atomic_dir(target) as tmp:
-        extra = backend.build(run, precision, tmp)
+        extra = backend.build(run, precision, tmp, calib_size)
         files = {v: {"file": artifact(tmp, v, backend).name, "bytes": _size(artifact(tmp, v, backend))} for v in VARIANTS}
         manifest = {"format": fmt, "precision": precision, "files": files, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

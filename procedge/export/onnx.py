@@ -91,7 +91,7 @@ class OnnxBackend(ExportBackend):
         except ImportError as exc:
             raise ProcedgeError("ONNX export needs PyTorch and onnxsim: pip install procedge (the full install)") from exc
 
-    def build(self, run: RunDir, precision: str, out_dir: Path) -> dict:
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None) -> dict:
         import torch
 
         from procedge.models.cost import measure_cost

@@ -60,3 +60,49 @@ def test_openvino_fp16_weights_are_smaller(exported):
     fp32 = json.loads((exported.format_dir("openvino", "fp32") / "manifest.json").read_text())
     fp16 = json.loads((exported.format_dir("openvino", "fp16") / "manifest.json").read_text())
     assert fp16["files"]["student"]["bytes"] < 0.6 * fp32["files"]["student"]["bytes"]
+
+
+@pytest.fixture(scope="module")
+def exported_int8(exported):
+    for fmt in ("openvino", "ort"):
+        export_run(exported.path, fmt, "int8", calib_size=200)
+    return exported
+
+
+@pytest.mark.parametrize("fmt, suffix", [("openvino", ".xml"), ("ort", ".onnx")])
+def test_int8_keeps_accuracy_and_shrinks_the_model(exported_int8, fmt, suffix):
+    heldout = exported_int8.load_heldout()
+    fp32 = json.loads((exported_int8.format_dir(fmt, "fp32") / "manifest.json").read_text())
+    int8 = json.loads((exported_int8.format_dir(fmt, "int8") / "manifest.json").read_text())
+    assert int8["calibration_images"] == 200
+    backend = backend_registry.get(fmt)()
+    for variant, images in (("student", heldout["student"]), ("teacher", heldout["teacher"])):
+        assert int8["files"][variant]["bytes"] < 0.45 * fp32["files"][variant]["bytes"]
+        accuracies = {}
+        for precision in ("fp32", "int8"):
+            run, _ = backend.load(exported_int8.format_dir(fmt, precision) / f"{variant}{suffix}")
+            x = images[:300].astype(np.float32) / 255
+            accuracies[precision] = np.mean([run(x[i:i + 1]).argmax() == heldout["labels"][i] for i in range(len(x))])
+        assert accuracies["int8"] >= accuracies["fp32"] - 0.03, (variant, accuracies)
+
+
+def test_calibration_set_is_from_train_stored_and_reused(exported_int8):
+    directory = exported_int8.path / "calibration"
+    manifests = sorted(directory.glob("*.json"))
+    assert len(manifests) == 1  # both backends used one set
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["count"] == 200 and manifest["recipe"]["split"] == "train"
+    assert max(manifest["per_class"]) - min(manifest["per_class"]) <= 1
+    stamp = manifests[0].with_suffix(".npz").stat().st_mtime_ns
+    from procedge.calibration import calibration_set
+
+    calibration_set(exported_int8, 200)
+    assert manifests[0].with_suffix(".npz").stat().st_mtime_ns == stamp
+
+
+def test_calibration_larger_than_the_training_split(exported):
+    from procedge.errors import ProcedgeError
+
+    with pytest.raises(ProcedgeError, match="larger than the 4000 training images"):
+        export_run(exported.path, "ort", "int8", calib_size=5000)
+    assert not exported.format_dir("ort", "int8").exists() or (exported.format_dir("ort", "int8") / "manifest.json").exists()
