@@ -132,6 +132,10 @@ def host_hardware(seconds: float = 0.5) -> Hardware:
                     memory_bandwidth_gbs=bandwidth, efficiency=1.0, layer_overhead_us=overhead_us)
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -201,13 +205,13 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     config = RunConfig.load(run.config)
     exports = discover_exports(run, formats)
     # The PyTorch eager row is there when asked for, or by default where PyTorch is installed.
-    want_pytorch = "pytorch" in formats if formats else importlib.util.find_spec("torch") is not None
+    want_pytorch = "pytorch" in formats if formats else _installed("torch")
     if not exports and not want_pytorch:
         raise ProcedgeError(f"no {'/'.join(formats or [])} export in {run.path}; run `procedge export --run {run.path} --format FORMAT` first")
     heldout = run.load_heldout()
     onnx_manifest = run.format_dir("onnx", "fp32") / "manifest.json"
     costs = read_manifest(onnx_manifest.parent)["layer_costs"] if onnx_manifest.exists() else None
-    host = host_hardware()
+    host = host_hardware() if _installed("onnxruntime") and _installed("onnx") else None
 
     jobs: list[tuple[str, str, object]] = []  # (format, precision, loader)
     if want_pytorch:
@@ -236,7 +240,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                     timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)
                     if costs is not None and fmt != "pytorch":  # predictions model compiled graphs, not eager dispatch
                         execution = "fp16" if precision == "fp16" else "fp32"
-                        row.predicted_host_ms = predict_ms(costs[variant], host, "fp32")
+                        row.predicted_host_ms = predict_ms(costs[variant], host, "fp32") if host else None
                         row.predicted_target_ms = predict_ms(costs[variant], config.target.hardware, execution)
                 except ProcedgeError as exc:
                     row.status, row.reason = "failed", str(exc)
@@ -263,7 +267,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     }
 
 
-def device_state(host: Hardware) -> dict:
+def device_state(host: Hardware | None) -> dict:
     import importlib.metadata as md
 
     versions = {}
@@ -272,12 +276,15 @@ def device_state(host: Hardware) -> dict:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
             pass
+    measured = {
+        "measured_fp32_gflops": round(host.peak_gflops["fp32"], 1) if host else None,
+        "measured_copy_gbs": round(host.memory_bandwidth_gbs, 1) if host else None,
+        "measured_op_overhead_us": round(host.layer_overhead_us, 2) if host else None,
+    }
     return {
-        "cpu": host.name,
-        "logical_cores": host.cores,
-        "measured_fp32_gflops": round(host.peak_gflops["fp32"], 1),
-        "measured_copy_gbs": round(host.memory_bandwidth_gbs, 1),
-        "measured_op_overhead_us": round(host.layer_overhead_us, 2),
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count() or 1,
+        **measured,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,

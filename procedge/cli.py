@@ -100,7 +100,8 @@ def export(run_dir, fmt, precision, calib_size):
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the runtime's own choice).")
 @click.option("--quick", is_flag=True, help="Shorter timing (50 runs / 0.5 s per row), for smoke tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-def bench(run_dir, formats, threads, quick, as_json):
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), help="Exit with status 1 if a deployed-student row is below this held-out accuracy (0-1) or failed.")
+def bench(run_dir, formats, threads, quick, as_json, min_accuracy):
     """Measure held-out accuracy and batch-1 latency of the student and the teacher on every backend."""
     from procedge.bench import TimingPolicy, bench_run
     from procedge.report import render, write_report
@@ -115,3 +116,10 @@ def bench(run_dir, formats, threads, quick, as_json):
     else:
         render(report)
         click.echo(f"report written to {run.report} and {run.bench_json}")
+    if min_accuracy is not None:
+        from procedge.report import rows_below
+
+        below = rows_below(report, min_accuracy)
+        if below:
+            click.echo(f"error: below --min-accuracy {min_accuracy:g}: {'; '.join(below)}", err=True)
+            sys.exit(1)

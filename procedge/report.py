@@ -43,6 +43,20 @@ def _cells(row: dict, rows: list[dict]) -> list[str]:
     ]
 
 
+def rows_below(report: dict, min_accuracy: float) -> list[str]:
+    """Deployed-student rows that failed or score under `min_accuracy` (for users' CI gates)."""
+    out = []
+    for row in report["rows"]:
+        if row["model"] != "student":
+            continue
+        name = f"{row['format']} {row['precision']}"
+        if row["status"] != "ok":
+            out.append(f"{name} failed")
+        elif row["accuracy"] < min_accuracy:
+            out.append(f"{name} {row['accuracy']:.4f}")
+    return out
+
+
 def summarize(report: dict) -> list[str]:
     """Student vs teacher per backend, the folded augmentation's overhead, predicted vs measured."""
     rows = {(r["model"], r["format"], r["precision"]): r for r in report["rows"] if r["status"] == "ok"}
@@ -67,6 +81,14 @@ def summarize(report: dict) -> list[str]:
     return lines
 
 
+def _device_line(d: dict) -> str:
+    line = f"{d['cpu']}, {d['logical_cores']} logical cores"
+    if d.get("measured_fp32_gflops") is None:
+        return line + "; host figures not measured (needs onnxruntime and onnx)"
+    return (line + f"; measured with ONNX Runtime micro-graphs: {d['measured_fp32_gflops']} GFLOP/s fp32 conv, "
+            f"{d['measured_copy_gbs']} GB/s, {d['measured_op_overhead_us']} us per op")
+
+
 def render(report: dict, console: Console | None = None) -> None:
     console = console or Console(width=None if Console().is_terminal else 200)
     table = Table(title=f"procedge bench: {report['run']} (target {report['target']}, {report['heldout_images']} held-out images)")
@@ -77,9 +99,7 @@ def render(report: dict, console: Console | None = None) -> None:
     console.print(table)
     for line in summarize(report):
         console.print(f"  {line}", highlight=False)
-    d = report["device"]
-    console.print(f"  device: {d['cpu']}, {d['logical_cores']} logical cores, measured {d['measured_fp32_gflops']} GFLOP/s fp32, "
-                  f"{d['measured_copy_gbs']} GB/s copy, {d['measured_op_overhead_us']} us per op (ONNX Runtime micro-benchmarks)", highlight=False)
+    console.print(f"  device: {_device_line(report['device'])}", highlight=False)
 
 
 def markdown(report: dict) -> str:
@@ -92,9 +112,7 @@ def markdown(report: dict) -> str:
     lines += ["| " + " | ".join(_cells(row, report["rows"])) + " |" for row in report["rows"]]
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
     d = report["device"]
-    lines += ["", "## Device", "", f"- CPU: {d['cpu']} ({d['logical_cores']} logical cores)",
-              f"- measured with ONNX Runtime micro-graphs: {d['measured_fp32_gflops']} GFLOP/s fp32 conv, {d['measured_copy_gbs']} GB/s, "
-              f"{d['measured_op_overhead_us']} us per op",
+    lines += ["", "## Device", "", f"- {_device_line(d)}",
               f"- platform: {d['platform']}, Python {d['python']}, OMP_NUM_THREADS={d['omp_num_threads']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]
     settings = {(r["format"], r["precision"]): r["settings"] for r in report["rows"] if r["settings"]}

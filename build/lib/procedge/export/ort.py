@@ -1,0 +1,64 @@
+"""ONNX Runtime (the ARM path): an offline-optimised fp32 model, or static INT8 in QDQ form with
+per-channel weights, calibrated on the run's calibration set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.export.onnx import ort_cpu_runner
+from procedge.run import RunDir
+
+
+@backend_registry.register("ort")
+class OrtBackend(ExportBackend):
+    name = "ort"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
+    runtime_module = "onnxruntime"
+    install_hint = "pip install onnxruntime"
+    suffix = ".onnx"
+
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None) -> dict:
+        import onnxruntime as ort
+
+        if precision == "int8":
+            return self._quantize(run, out_dir, calib_size)
+
+        # Extended (not "all") optimisations: the saved graph stays portable across CPUs; layout
+        # transforms specific to this machine's ISA are applied again at load time on the device.
+        for variant in VARIANTS:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            options.optimized_model_filepath = str(out_dir / f"{variant}.onnx")
+            ort.InferenceSession(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"), options, providers=["CPUExecutionProvider"])
+        return {"onnxruntime": ort.__version__, "optimization": "extended (offline) + all (at load)"}
+
+    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
+        return ort_cpu_runner(path, threads)
+
+    def _quantize(self, run: RunDir, out_dir: Path, calib_size: int | None) -> dict:
+        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        from procedge.calibration import calibration_set, float_batches
+
+        calibration = calibration_set(run, calib_size)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self, images):
+                self._feeds = iter({"input": x} for x in float_batches(images))
+
+            def get_next(self):
+                return next(self._feeds, None)
+
+        for variant in VARIANTS:
+            prepared = out_dir / f".{variant}.prepared.onnx"
+            quant_pre_process(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"), str(prepared))
+            quantize_static(str(prepared), str(out_dir / f"{variant}.onnx"),
+                            Reader(calibration["teacher" if variant == "teacher" else "student"]),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            prepared.unlink()
+        return {"calibration_images": int(len(calibration["labels"])),
+                "quantization": "static QDQ, per-channel int8 weights, uint8 activations, min-max calibration"}

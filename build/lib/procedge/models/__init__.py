@@ -1,0 +1,1 @@
+"""Teacher and student models: creation, checkpoints, feature taps, cost-based sizing."""

@@ -1,0 +1,93 @@
+"""Students: timm backbones, and the choice of the most capable one that fits the target's latency budget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import timm
+import torch
+from torch import nn
+
+from procedge.models.cost import measure_cost
+from procedge.models.teacher import check_timm_name
+from procedge.targets import TargetProfile
+
+# A ladder across widths and depths; capability is ranked by compute at the run's input size.
+STUDENT_CANDIDATES = (
+    "mobilenetv3_small_050",
+    "mobilenetv3_small_075",
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_075",
+    "mobilenetv3_large_100",
+    "efficientnet_b0",
+    "resnet10t",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+)
+
+
+def create_backbone(name: str) -> nn.Module:
+    """A randomly initialised timm backbone without its head (procedge never downloads weights)."""
+    check_timm_name(name)
+    return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+
+
+def feature_channels(backbone: nn.Module, input_size: int) -> int:
+    with torch.no_grad():
+        was_training = backbone.training
+        backbone.eval()
+        channels = backbone.forward_features(torch.zeros(1, 3, input_size, input_size)).shape[1]
+        backbone.train(was_training)
+    return channels
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    gflops: float
+    params_m: float
+    predicted_ms: float
+    fits: bool
+
+
+@dataclass(frozen=True)
+class SizingDecision:
+    chosen: str
+    reason: str
+    target: str
+    precision: str
+    budget_ms: float
+    teacher_ms: float | None
+    input_size: int
+    candidates: tuple[Candidate, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def size_student(target: TargetProfile, input_size: int, teacher_ms: float | None = None,
+                 candidates: tuple[str, ...] = STUDENT_CANDIDATES) -> SizingDecision:
+    """Pick the most compute whose predicted batch-1 latency on the target fits the budget.
+
+    The limit is the budget, or the teacher's own predicted latency if that is lower: a student no
+    faster than its teacher is not worth distilling.
+    """
+    limit = min(target.latency_budget_ms, teacher_ms) if teacher_ms else target.latency_budget_ms
+    rows = []
+    for name in candidates:
+        backbone = create_backbone(name)
+        cost = measure_cost(backbone, input_size)
+        predicted = cost.predict_ms(target.hardware, target.precision)
+        params = sum(p.numel() for p in backbone.parameters()) / 1e6
+        rows.append(Candidate(name, cost.flops / 1e9, params, predicted, predicted < limit))
+    fitting = [c for c in rows if c.fits]
+    which = f"the {target.latency_budget_ms} ms budget" + (f" and the teacher's predicted {teacher_ms:.2f} ms" if teacher_ms else "")
+    if fitting:
+        chosen = max(fitting, key=lambda c: c.gflops)
+        reason = f"most compute within {which}"
+    else:
+        chosen = min(rows, key=lambda c: c.predicted_ms)
+        reason = f"no candidate fits {which}; the fastest one"
+    return SizingDecision(chosen.name, reason, target.name, target.precision, target.latency_budget_ms, teacher_ms,
+                          input_size, tuple(rows))

@@ -1,0 +1,125 @@
+"""The bench report: one table (terminal, Markdown) plus a student-vs-teacher summary, and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from procedge.io import write_json, write_text
+
+COLUMNS = ("model", "format", "prec", "status", "acc %", "Δacc pts", "size MB", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "img/s",
+           "pred host ms", "pred target ms")
+
+
+def _reference_accuracy(row: dict, rows: list[dict]) -> float | None:
+    """The same model's fp32 accuracy: the same format if it has fp32, else the ONNX export."""
+    for fmt in (row["format"], "onnx"):
+        for other in rows:
+            if (other["model"], other["format"], other["precision"]) == (row["model"], fmt, "fp32") and other["accuracy"] is not None:
+                return other["accuracy"]
+    return None
+
+
+def _cells(row: dict, rows: list[dict]) -> list[str]:
+    lat = row["latency"]
+    reference = _reference_accuracy(row, rows)
+    delta = 100 * (row["accuracy"] - reference) if row["accuracy"] is not None and reference is not None else None
+
+    def num(value, fmt):
+        return format(value, fmt) if value is not None else "-"
+
+    status = row["status"] if row["status"] == "ok" else f"FAILED: {row['reason']}"
+    return [
+        row["model"], row["format"], row["precision"], status,
+        num(row["accuracy"] * 100 if row["accuracy"] is not None else None, ".2f"),
+        num(delta, "+.2f"),
+        num(row["size_mb"], ".1f"),
+        num(lat.get("p50_ms"), ".3f"), num(lat.get("p90_ms"), ".3f"), num(lat.get("p99_ms"), ".3f"),
+        f"{lat['mean_ms']:.3f}±{lat['std_ms']:.3f}" if lat else "-",
+        num(lat.get("throughput_fps"), ".0f"),
+        num(row["predicted_host_ms"], ".3f"), num(row["predicted_target_ms"], ".3f"),
+    ]
+
+
+def rows_below(report: dict, min_accuracy: float) -> list[str]:
+    """Deployed-student rows that failed or score under `min_accuracy` (for users' CI gates)."""
+    out = []
+    for row in report["rows"]:
+        if row["model"] != "student":
+            continue
+        name = f"{row['format']} {row['precision']}"
+        if row["status"] != "ok":
+            out.append(f"{name} failed")
+        elif row["accuracy"] < min_accuracy:
+            out.append(f"{name} {row['accuracy']:.4f}")
+    return out
+
+
+def summarize(report: dict) -> list[str]:
+    """Student vs teacher per backend, the folded augmentation's overhead, predicted vs measured."""
+    rows = {(r["model"], r["format"], r["precision"]): r for r in report["rows"] if r["status"] == "ok"}
+    lines = []
+    for (model, fmt, precision), student in rows.items():
+        if model != "student":
+            continue
+        teacher = rows.get(("teacher", fmt, precision))
+        overhead = report.get("augmentation_overhead", {}).get(f"{fmt} {precision}")
+        s50 = student["latency"]["p50_ms"]
+        parts = [f"{fmt} {precision}: student {student['accuracy']:.2%} at p50 {s50:.3f} ms"]
+        if teacher:
+            t50 = teacher["latency"]["p50_ms"]
+            parts.append(f"teacher {teacher['accuracy']:.2%} at {t50:.3f} ms "
+                         f"(accuracy {100 * (student['accuracy'] - teacher['accuracy']):+.2f} pts, {t50 / s50:.2f}x faster)")
+        if overhead:
+            parts.append(f"augmentation overhead {overhead['overhead_pct']:+.1f}% "
+                         f"({overhead['p50_with_ms']:.3f} vs {overhead['p50_without_ms']:.3f} ms without)")
+        if student["predicted_host_ms"]:
+            parts.append(f"predicted {student['predicted_host_ms']:.3f} ms on this host (measured/predicted {s50 / student['predicted_host_ms']:.2f})")
+        lines.append("; ".join(parts))
+    return lines
+
+
+def _device_line(d: dict) -> str:
+    line = f"{d['cpu']}, {d['logical_cores']} logical cores"
+    if d.get("measured_fp32_gflops") is None:
+        return line + "; host figures not measured (needs onnxruntime and onnx)"
+    return (line + f"; measured with ONNX Runtime micro-graphs: {d['measured_fp32_gflops']} GFLOP/s fp32 conv, "
+            f"{d['measured_copy_gbs']} GB/s, {d['measured_op_overhead_us']} us per op")
+
+
+def render(report: dict, console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 200)
+    table = Table(title=f"procedge bench: {report['run']} (target {report['target']}, {report['heldout_images']} held-out images)")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "format", "prec", "status") else "right")
+    for row in report["rows"]:
+        table.add_row(*_cells(row, report["rows"]), style=None if row["status"] == "ok" else "red")
+    console.print(table)
+    for line in summarize(report):
+        console.print(f"  {line}", highlight=False)
+    console.print(f"  device: {_device_line(report['device'])}", highlight=False)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# procedge bench: {report['student']} distilled from {report['teacher']} for {report['target']}", "",
+             f"Held-out images: {report['heldout_images']}. Single-stream batch-1 latency "
+             f"(warm-up {report['timing_policy']['warmup_runs']} runs / {report['timing_policy']['warmup_seconds']} s, "
+             f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s per model, "
+             "the models of one format timed in interleaved blocks of 50 calls, each after a 20 ms pause and 3 untimed calls).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(row, report["rows"])) + " |" for row in report["rows"]]
+    lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
+    d = report["device"]
+    lines += ["", "## Device", "", f"- {_device_line(d)}",
+              f"- platform: {d['platform']}, Python {d['python']}, OMP_NUM_THREADS={d['omp_num_threads']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]
+    settings = {(r["format"], r["precision"]): r["settings"] for r in report["rows"] if r["settings"]}
+    lines += [f"- {fmt} {precision}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for (fmt, precision), s in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, json_path: Path, markdown_path: Path) -> None:
+    write_json(json_path, report)
+    write_text(markdown_path, markdown(report))

@@ -1,0 +1,83 @@
+"""Hardware profiles: one YAML file per target in `targets/`, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from procedge.errors import ProcedgeError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+Precision = Literal["fp32", "fp16", "int8"]
+Backend = Literal["openvino", "ort", "trt"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hardware(_Strict):
+    """The figures the latency predictor needs; each YAML cites its public source."""
+
+    name: str
+    cores: int = Field(gt=0)
+    peak_gflops: dict[Precision, float] = Field(description="peak dense GFLOP/s (GOP/s for int8)")
+    memory_bandwidth_gbs: float = Field(gt=0)
+    efficiency: float = Field(gt=0, le=1, description="fraction of peak a batch-1 convnet layer reaches")
+    layer_overhead_us: float = Field(ge=0, description="fixed cost per layer (kernel launch, op dispatch)")
+
+
+class Runtime(_Strict):
+    threads: int | None = Field(default=None, gt=0)
+    execution_providers: list[str] = ["CPUExecutionProvider"]
+
+
+class TargetProfile(_Strict):
+    name: str
+    description: str
+    backend: Backend
+    precision: Precision
+    latency_budget_ms: float = Field(gt=0)
+    input_size: int = Field(ge=16, le=1024)
+    aliases: list[str] = []
+    hardware: Hardware
+    runtime: Runtime = Runtime()
+
+
+def load_profile(path: Path) -> TargetProfile:
+    """Load and validate one profile file; a bad one raises a one-line ProcedgeError naming the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProcedgeError(f"cannot read target profile {path}: {exc}; fix the YAML syntax") from exc
+    if not isinstance(raw, dict):
+        raise ProcedgeError(f"target profile {path} is not a YAML mapping; see targets/intel-cpu.yaml for the format")
+    try:
+        return TargetProfile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ProcedgeError(f"target profile {path}: field '{field}': {err['msg']}; fix it and retry") from exc
+
+
+def builtin_profiles() -> dict[str, TargetProfile]:
+    profiles = [load_profile(p) for p in sorted(TARGETS_DIR.glob("*.yaml"))]
+    return {p.name: p for p in profiles}
+
+
+def resolve_target(name_or_file: str) -> TargetProfile:
+    """A built-in target by name or alias (e.g. `jetson-orin`), or a profile YAML file."""
+    if name_or_file.endswith((".yaml", ".yml")):
+        if not Path(name_or_file).is_file():
+            raise ProcedgeError(f"target profile file {name_or_file} does not exist; pass a built-in target name or an existing YAML file")
+        return load_profile(Path(name_or_file))
+    profiles = builtin_profiles()
+    for profile in profiles.values():
+        if name_or_file == profile.name or name_or_file in profile.aliases:
+            return profile
+    raise ProcedgeError(f"unknown target {name_or_file!r}; choose one of: {', '.join(profiles)} (or pass a profile .yaml file)")
