@@ -24,3 +24,19 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
             raise RuntimeError("crash")
     assert [p.name for p in target.iterdir()] == ["a.xml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["openvino"]
+
+
+def test_artifacts_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+        with atomic_dir(tmp_path / "export") as tmp:
+            (tmp / "x").write_text("1")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == 0o755

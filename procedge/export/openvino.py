@@ -15,6 +15,25 @@ from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_regist
 from procedge.run import RunDir
 
 
+def convert(onnx_path: Path, out_xml: Path, precision: str, calibration: list[np.ndarray] | None = None) -> None:
+    """ONNX -> IR at `precision` (int8: NNCF post-training quantization on `calibration`), then a CPU compile check."""
+    import openvino as ov
+
+    try:
+        model = ov.convert_model(str(onnx_path))
+        if precision == "int8":
+            import nncf
+
+            model = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE)
+        ov.save_model(model, str(out_xml), compress_to_fp16=precision == "fp16")
+        ov.Core().compile_model(str(out_xml), "CPU")  # fail here, not on the device
+    except RuntimeError as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ProcedgeError(f"OpenVINO cannot convert or compile {onnx_path.name} for CPU: {first[:300]}; "
+                            "check the op against OpenVINO's supported ONNX ops") from exc
+
+
 @backend_registry.register("openvino")
 class OpenVinoBackend(ExportBackend):
     name = "openvino"
@@ -37,21 +56,12 @@ class OpenVinoBackend(ExportBackend):
             calibration = calibration_set(run, calib_size)
             extra = {"calibration_images": int(len(calibration["labels"])), "nncf": nncf.__version__,
                      "quantization": "NNCF post-training, performance preset (symmetric), bias correction"}
-        core = ov.Core()
         for variant in VARIANTS:
-            source = run.format_dir("onnx", "fp32") / f"{variant}.onnx"
-            try:
-                model = ov.convert_model(str(source))
-                if precision == "int8":
-                    batches = float_batches(calibration["teacher" if variant == "teacher" else "student"])
-                    model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
-                                          preset=nncf.QuantizationPreset.PERFORMANCE)
-                ov.save_model(model, str(out_dir / f"{variant}.xml"), compress_to_fp16=precision == "fp16")
-                core.compile_model(str(out_dir / f"{variant}.xml"), "CPU")  # fail here, not on the device
-            except RuntimeError as exc:
-                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-                raise ProcedgeError(f"OpenVINO cannot convert or compile {source.name} for CPU: {first[:300]}; "
-                                    "check the op against OpenVINO's supported ONNX ops") from exc
+            batches = None
+            if precision == "int8":
+                batches = float_batches(calibration["teacher" if variant == "teacher" else "student"])
+            convert(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.xml", precision, batches)
+        core = ov.Core()
         return {"openvino": ov.get_version(), "compiled_for": core.get_property("CPU", "FULL_DEVICE_NAME"), **extra}
 
     def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
 from procedge.export.onnx import ort_cpu_runner
 from procedge.run import RunDir
@@ -38,27 +40,32 @@ class OrtBackend(ExportBackend):
         return ort_cpu_runner(path, threads)
 
     def _quantize(self, run: RunDir, out_dir: Path, calib_size: int | None) -> dict:
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         from procedge.calibration import calibration_set, float_batches
 
         calibration = calibration_set(run, calib_size)
-
-        class Reader(CalibrationDataReader):
-            def __init__(self, images):
-                self._feeds = iter({"input": x} for x in float_batches(images))
-
-            def get_next(self):
-                return next(self._feeds, None)
-
         for variant in VARIANTS:
-            prepared = out_dir / f".{variant}.prepared.onnx"
-            quant_pre_process(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"), str(prepared))
-            quantize_static(str(prepared), str(out_dir / f"{variant}.onnx"),
-                            Reader(calibration["teacher" if variant == "teacher" else "student"]),
-                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-            prepared.unlink()
+            images = calibration["teacher" if variant == "teacher" else "student"]
+            quantize_qdq(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(images))
         return {"calibration_images": int(len(calibration["labels"])),
                 "quantization": "static QDQ, per-channel int8 weights, uint8 activations, min-max calibration"}
+
+
+def quantize_qdq(onnx_path: Path, out_path: Path, calibration: list[np.ndarray]) -> None:
+    """Static INT8 in QDQ form (per-channel int8 weights, uint8 activations), min-max calibrated."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter({"input": x} for x in calibration)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
+    try:
+        quant_pre_process(str(onnx_path), str(prepared))
+        quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        prepared.unlink(missing_ok=True)
