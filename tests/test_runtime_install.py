@@ -1,6 +1,7 @@
 """The on-device install: `procedge[runtime-ort]` benches an exported run without PyTorch."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,12 @@ def test_bench_runs_in_a_runtime_only_install(trained_run, tmp_path):
     export_run(trained_run, "ort", "fp32")
     venv = tmp_path / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    source = tmp_path / "src"  # build from a copy: an in-tree build would write build/ into the checkout
+    shutil.copytree(REPO / "procedge", source / "procedge", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + [f"{REPO}[runtime-ort]"], check=True, capture_output=True)
+    subprocess.run(pip + [f"{source}[runtime-ort]"], check=True, capture_output=True)
     probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
                            check=True, capture_output=True, text=True)
     assert probe.stdout.strip() == "True"  # no PyTorch on the "device"

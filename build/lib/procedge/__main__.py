@@ -1,3 +1,0 @@
-from procedge.cli import main
-
-main()

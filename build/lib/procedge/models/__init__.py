@@ -1,1 +1,0 @@
-"""Teacher and student models: creation, checkpoints, feature taps, cost-based sizing."""
