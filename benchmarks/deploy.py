@@ -33,7 +33,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from procedge.bench import TimingPolicy, accuracy, device_state, host_hardware, measure_latency
+from procedge.bench import TimingPolicy, accuracy, device_state, host_hardware, measure_latency, torch_runner
 from procedge.export import backend_registry, export_run
 from procedge.export.onnx import export_onnx, ort_cpu_runner
 from procedge.export.openvino import convert
@@ -46,14 +46,6 @@ from procedge.run import RunDir
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGENET = REPO.parent / "shared" / "data" / "imagenet-val1300.tar.gz"
 console = Console(width=200)
-
-
-def torch_runner(net: torch.nn.Module):
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net(torch.from_numpy(x)).numpy()
-
-    return run
 
 
 def plain_onnx(net: torch.nn.Module, size: int, path: Path) -> Path:
@@ -159,7 +151,7 @@ def student_section(run: RunDir, work: Path, policy: TimingPolicy) -> dict:
                "default ort, plain export": default_ort(plain_onnx(net, size, work / "student-plain.onnx"))}
     for fmt, suffix in (("openvino", ".xml"), ("ort", ".onnx")):
         for precision in ("fp32", "int8"):
-            runners[f"procedge {fmt} {precision}"] = backend_registry.get(fmt)().load(run.format_dir(fmt, precision) / f"student{suffix}")[0]
+            runners[f"procedge {fmt} {precision}"] = backend_registry.get(fmt)().load(run.format_dir(fmt, precision) / f"student{suffix}", precision)[0]
     rows = compare(f"student {trained.config.student.name} @ {size}px, {len(heldout['labels'])} held-out images",
                    runners, heldout["student"], heldout["labels"], policy)
     overhead = {}
@@ -181,20 +173,19 @@ def teacher_section(archive: Path, work: Path, policy: TimingPolicy, calibration
     simplified = work / "teacher.onnx"
     export_onnx(net, (1, 3, 224, 224), simplified)
     batches = [images[i:i + 1].astype(np.float32) / 255 for i in calib]
-    for precision in ("fp32", "int8"):  # the loader reads the precision from the folder name, as in a run
-        (work / precision).mkdir()
-        convert(simplified, work / precision / "teacher.xml", precision, batches if precision == "int8" else None)
+    for precision in ("fp32", "int8"):
+        convert(simplified, work / f"teacher-{precision}.xml", precision, batches if precision == "int8" else None)
     quantize_qdq(simplified, work / "teacher-int8.onnx", batches)
     ov = backend_registry.get("openvino")()
     runners = {"pytorch eager": torch_runner(net),
                "default ort, plain export": default_ort(plain_onnx(net, 224, work / "teacher-plain.onnx")),
-               "procedge openvino fp32": ov.load(work / "fp32" / "teacher.xml")[0],
-               "procedge openvino int8": ov.load(work / "int8" / "teacher.xml")[0],
+               "procedge openvino fp32": ov.load(work / "teacher-fp32.xml", "fp32")[0],
+               "procedge openvino int8": ov.load(work / "teacher-int8.xml", "int8")[0],
                "procedge ort fp32": ort_cpu_runner(simplified)[0],
                "procedge ort int8": ort_cpu_runner(work / "teacher-int8.onnx")[0]}
     rows = compare(f"teacher {EMBEDDED_TEACHER} @ 224px, ImageNet top-1 on {len(evaluation)} validation images",
                    runners, images[evaluation], labels[evaluation], policy)
-    return {"rows": rows, "summary": summary(rows), "calibration_images": calibration_count, "ir": str(work / "fp32" / "teacher.xml")}
+    return {"rows": rows, "summary": summary(rows), "calibration_images": calibration_count, "ir": str(work / "teacher-fp32.xml")}
 
 
 def main() -> None:

@@ -176,6 +176,17 @@ def discover_exports(run: RunDir, formats: list[str] | None) -> list[tuple[str, 
     return found
 
 
+def torch_runner(net) -> Runner:
+    """PyTorch eager inference on numpy input (any batch size)."""
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return run
+
+
 def _pytorch_runners(run: RunDir) -> dict:
     import torch
 
@@ -184,16 +195,8 @@ def _pytorch_runners(run: RunDir) -> dict:
     trained = load_trained(run)
     nets = {"student": trained.student_net("student"), "student_noaug": trained.student_net("student_noaug"),
             "teacher": trained.teacher_net()}
-
-    def runner(net):
-        def run(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return net(torch.from_numpy(x)).numpy()
-
-        return run
-
     settings = {"runtime": f"torch {torch.__version__} (eager)", "threads": torch.get_num_threads()}
-    return {v: (runner(net), settings) for v, net in nets.items()}
+    return {v: (torch_runner(net), settings) for v, net in nets.items()}
 
 
 def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPolicy = TimingPolicy(),
@@ -225,6 +228,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
         for fmt, precision, directory in jobs:
             timed: dict[str, tuple[Runner, np.ndarray]] = {}
             format_rows = {}
+            manifest = read_manifest(directory) if directory is not None else None
             for variant in VARIANTS:
                 row = format_rows[variant] = BenchRow(variant, fmt, precision)
                 try:
@@ -233,8 +237,8 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                         runner, row.settings = pytorch[variant]
                     else:
                         backend = backend_registry.get(fmt)()
-                        runner, row.settings = backend.load(artifact(directory, variant, backend), threads)
-                        row.size_mb = read_manifest(directory)["files"][variant]["bytes"] / 1e6
+                        runner, row.settings = backend.load(artifact(directory, variant, backend), precision, threads)
+                        row.size_mb = manifest["files"][variant]["bytes"] / 1e6
                     images = heldout["teacher" if variant == "teacher" else "student"]
                     row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
                     timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)

@@ -239,8 +239,6 @@ def _save_heldout(run: RunDir, data: TaskData, config: RunConfig) -> None:
 @torch.no_grad()
 def fold_max_abs_diff(backbone: nn.Module, method: DistillMethod, images: ImageSet, config: RunConfig, count: int = 256) -> float:
     """Folded vs unfolded augmentation on real held-out images (float32 logits)."""
-    if not hasattr(method, "augmented_head"):
-        return 0.0
     x = to_model_input(images.images[:count], config.student.input_size, config.student.mean, config.student.std)
     feats = backbone.eval().forward_features(x)
     return (method.augmented_head()(feats) - method.deploy_head()(feats)).abs().max().item()

@@ -43,8 +43,8 @@ class ExportBackend:
         INT8 builds draw their calibration images with `procedge.calibration.calibration_set`."""
         raise NotImplementedError
 
-    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
-        """A batch-1 runner and the runtime settings it uses (for the bench's device record)."""
+    def load(self, path: Path, precision: str = "fp32", threads: int | None = None) -> tuple[Runner, dict]:
+        """A batch-1 runner for a model exported at `precision`, and the runtime settings it uses."""
         raise NotImplementedError
 
 

@@ -52,15 +52,12 @@ def check_static(model, name: str) -> None:
         raise ProcedgeError(f"{name} contains {dynamic[0]} ops; the deploy graph must be static")
 
 
-def ort_cpu_runner(path: Path, threads: int | None = None, optimization: str = "all", providers=None) -> tuple[Runner, dict]:
+def ort_cpu_runner(path: Path, threads: int | None = None, providers=None) -> tuple[Runner, dict]:
+    """An ONNX Runtime session with every graph optimisation, on the first available of `providers`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads:
         options.intra_op_num_threads = threads
@@ -116,7 +113,7 @@ class OnnxBackend(ExportBackend):
         return {"opset": OPSET, "input_sizes": sizes, "parity": parity, "layer_costs": cost,
                 "torch": torch.__version__}
 
-    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
+    def load(self, path: Path, precision: str = "fp32", threads: int | None = None) -> tuple[Runner, dict]:
         return ort_cpu_runner(path, threads)
 
 

@@ -64,14 +64,14 @@ class OpenVinoBackend(ExportBackend):
         core = ov.Core()
         return {"openvino": ov.get_version(), "compiled_for": core.get_property("CPU", "FULL_DEVICE_NAME"), **extra}
 
-    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
+    def load(self, path: Path, precision: str = "fp32", threads: int | None = None) -> tuple[Runner, dict]:
         import openvino as ov
 
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        if path.parent.name in ("fp32", "int8"):  # float parts in f32; otherwise the plugin may pick bf16 on capable CPUs
+        if precision in ("fp32", "int8"):  # float parts in f32; otherwise the plugin may pick bf16 on capable CPUs
             config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = core.compile_model(str(path), "CPU", config)
         request = compiled.create_infer_request()

@@ -36,7 +36,7 @@ class OrtBackend(ExportBackend):
             ort.InferenceSession(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"), options, providers=["CPUExecutionProvider"])
         return {"onnxruntime": ort.__version__, "optimization": "extended (offline) + all (at load)"}
 
-    def load(self, path: Path, threads: int | None = None) -> tuple[Runner, dict]:
+    def load(self, path: Path, precision: str = "fp32", threads: int | None = None) -> tuple[Runner, dict]:
         return ort_cpu_runner(path, threads)
 
     def _quantize(self, run: RunDir, out_dir: Path, calib_size: int | None) -> dict:

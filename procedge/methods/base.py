@@ -43,6 +43,10 @@ class DistillMethod(nn.Module):
     def deploy_head(self) -> nn.Module:
         raise NotImplementedError
 
+    def augmented_head(self) -> nn.Module:
+        """The training-time head before folding; methods with nothing to fold deploy it as it is."""
+        return self.deploy_head()
+
     def plain_head(self) -> nn.Module:
         raise NotImplementedError
 

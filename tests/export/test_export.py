@@ -48,7 +48,7 @@ def test_compiled_formats_agree_with_onnx(exported, fmt, precision):
     heldout = exported.load_heldout()
     x = heldout["student"][:20].astype(np.float32) / 255
     reference, _ = backend_registry.get("onnx")().load(exported.format_dir("onnx", "fp32") / "student.onnx")
-    runner, settings = backend_registry.get(fmt)().load(exported.format_dir(fmt, precision) / ("student.xml" if fmt == "openvino" else "student.onnx"))
+    runner, settings = backend_registry.get(fmt)().load(exported.format_dir(fmt, precision) / ("student.xml" if fmt == "openvino" else "student.onnx"), precision)
     ref = np.concatenate([reference(x[i:i + 1]) for i in range(len(x))])
     out = np.concatenate([runner(x[i:i + 1]) for i in range(len(x))])
     assert (ref.argmax(1) == out.argmax(1)).mean() >= 0.95
@@ -80,7 +80,7 @@ def test_int8_keeps_accuracy_and_shrinks_the_model(exported_int8, fmt, suffix):
         assert int8["files"][variant]["bytes"] < 0.45 * fp32["files"][variant]["bytes"]
         accuracies = {}
         for precision in ("fp32", "int8"):
-            run, _ = backend.load(exported_int8.format_dir(fmt, precision) / f"{variant}{suffix}")
+            run, _ = backend.load(exported_int8.format_dir(fmt, precision) / f"{variant}{suffix}", precision)
             x = images[:300].astype(np.float32) / 255
             accuracies[precision] = np.mean([run(x[i:i + 1]).argmax() == heldout["labels"][i] for i in range(len(x))])
         assert accuracies["int8"] >= accuracies["fp32"] - 0.03, (variant, accuracies)
