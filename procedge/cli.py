@@ -24,6 +24,24 @@ class ProcedgeGroup(click.Group):
             sys.exit(2)
 
 
+def parse_method_options(pairs: tuple[str, ...]) -> dict:
+    """`KEY=VALUE` pairs of --method-option to a dict, each VALUE read as YAML (`0.5`, `true`, `[1, 2]`)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ProcedgeError(f"--method-option {pair!r} is not KEY=VALUE; write e.g. --method-option w_hint=0.5")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ProcedgeError(f"--method-option {pair!r}: the value is not valid YAML ({type(exc).__name__}); "
+                                f"write e.g. --method-option {key}=0.5") from exc
+    return options
+
+
 @click.group(cls=ProcedgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="procedge")
 def main() -> None:
@@ -47,7 +65,7 @@ def targets() -> None:
 
 
 @main.command()
-@click.option("--target", required=True, help="Target profile name or alias (see `procedge targets`), or a profile .yaml file.")
+@click.option("--target", help="Target profile name or alias (see `procedge targets`), or a profile .yaml file. Required, except with --resume --out.")
 @click.option("--teacher", default="tf_efficientnet_lite0", show_default=True, help="timm model name of the frozen teacher.")
 @click.option("--teacher-weights", type=click.Path(path_type=Path), help="Teacher checkpoint (.safetensors, or .pth/.pt state dict). Default: the embedded ImageNet Lite0.")
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
@@ -56,30 +74,67 @@ def targets() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: 5 on the embedded data, 30 otherwise).")
 @click.option("--teacher-size", type=click.IntRange(16, 1024), help="Teacher input size in pixels.")
 @click.option("--student-size", type=click.IntRange(16, 1024), help="Student input size in pixels (default: the target's, or 64 on the embedded data).")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Random shift and flip (runs the teacher every step instead of caching it).")
+@click.option("--augment/--no-augment", default=False, show_default=True, help="Random shift and flip of the training images (the cached teacher maps are flipped with them).")
+@click.option("--teacher-views", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Cache the teacher's outputs on N fixed augmented views of each training image and train the student on exactly "
+                   "those views (consistent teaching; implies --augment; N teacher passes over the data, once).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<target>-<method>).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (the old one stays until the new one completes).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
-def distill(target, teacher, teacher_weights, data, student, method, epochs, teacher_size, student_size, augment, out, seed, overwrite, resume):
+@click.option("--lr", type=click.FloatRange(min=0, max=1e30, min_open=True), help="Peak learning rate of the one-cycle schedule (default: 2e-3).")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Global batch size, split across torchrun processes (default: 64).")
+@click.option("--method-option", "method_option", multiple=True, metavar="KEY=VALUE",
+              help="A hyper-parameter of --method (repeatable), VALUE read as YAML, e.g. --method-option w_hint=0.5.")
+def distill(target, teacher, teacher_weights, data, student, method, epochs, teacher_size, student_size, augment, teacher_views, out, seed,
+            overwrite, resume, lr, batch_size, method_option):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
+    from procedge import distributed
     from procedge.distill import distill as run_distill
     from procedge.distill import resolve_config
     from procedge.targets import resolve_target
 
     if overwrite and resume:
         raise ProcedgeError("--overwrite and --resume exclude each other; pick one")
+    if target is None and not (resume and out is not None):
+        raise ProcedgeError("--target is required (see `procedge targets`); only `--resume --out DIR` may omit it")
+    method_options = parse_method_options(method_option)
     out = out or Path("runs") / f"{resolve_target(target).name}-{method}"
     if resume:
+        if lr or batch_size or method_option:
+            raise ProcedgeError("--resume continues the run's saved config; drop --lr, --batch-size and --method-option")
         run_distill(None, out, resume=True)
         return
     from procedge.distill import check_out_dir
 
     check_out_dir(out, overwrite)
     config, sizing = resolve_config(target, teacher, teacher_weights, data, student, method, epochs, seed, teacher_size, student_size,
-                                    augment_data=augment)
+                                    method_options=method_options, augment_data=augment, lr=lr, batch_size=batch_size,
+                                    teacher_views=teacher_views)
     run_distill(config, out, sizing, overwrite=overwrite)
-    click.echo(f"run written to {out}")
+    if distributed.is_main():
+        click.echo(f"run written to {out}")
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
+@click.option("--teachers", default="tf_efficientnet_lite0", show_default=True,
+              help="Comma-separated candidates NAME[=WEIGHTS]: a timm name and its checkpoint (none for the embedded Lite0).")
+@click.option("--input-size", type=click.IntRange(16, 1024), help="Teacher input size in pixels (default: each teacher's own, or 96 on the embedded data).")
+@click.option("--max-images", default=1000, show_default=True, type=click.IntRange(min=1), help="Stratified sample of the training split.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("assess.json"), show_default=True, help="JSON file for the ranking.")
+def assess(data, teachers, input_size, max_images, seed, out):
+    """Rank candidate teachers for the task by optimal-transport relatedness (lower is better), training nothing."""
+    from rich.console import Console
+
+    from procedge.assess import assess_teachers, parse_teacher_specs, ranking_table
+    from procedge.io import write_json
+
+    result = assess_teachers(data, parse_teacher_specs(teachers), input_size, max_images, seed)
+    write_json(out, result)
+    Console(width=None if Console().is_terminal else 160).print(ranking_table(result))
+    click.echo(f"ranking written to {out}")
 
 
 @main.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from procedge.errors import ProcedgeError
 from procedge.targets import TargetProfile
@@ -36,6 +36,14 @@ class DataConfig(_Strict):
     root: Path | None = None  # None: the embedded MNIST subset
     val_fraction: float = Field(0.2, gt=0, lt=1)
     augment: bool = False
+    teacher_views: int = Field(0, ge=0, le=64, description="augmented views per training image whose teacher outputs are "
+                                                            "cached; the student trains on exactly those views (needs augment)")
+
+    @model_validator(mode="after")
+    def _views_need_augment(self) -> "DataConfig":
+        if self.teacher_views and not self.augment:
+            raise ValueError("teacher_views needs augment: true")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -158,6 +158,11 @@ def load_image_folder(root: Path, size: int, val_fraction: float, seed: int) -> 
     return TaskData(full.subset(train_idx), full.subset(val_idx), classes, str(root), skipped)
 
 
+def load_split(root: Path, classes: list[str], size: int, label: str = "test") -> ImageSet:
+    """One ImageFolder split (`root/<class>/*`) in a given class order, e.g. a test set kept apart from training."""
+    return _read_folder(Path(root), classes, size, label)[0]
+
+
 def load_task_data(root: Path | None, size: int, val_fraction: float, seed: int) -> TaskData:
     if root is None:
         return load_embedded_mnist(val_fraction, seed)
@@ -174,13 +179,24 @@ def to_model_input(images: torch.Tensor, size: int, mean=None, std=None) -> torc
     return x
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
-    """Batch-wise random translation (pad-and-crop) and horizontal flip on uint8 images."""
-    b, _, h, w = images.shape
+def draw_augmentations(count: int, side: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """(count, 3) int64 rows of (dy, dx, flipped): a random shift of up to an eighth of the side, and a flip."""
+    pad = max(1, round(side / 8))
+    shifts = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
+    flipped = (torch.rand(count, generator=generator) < 0.5) if flip else torch.zeros(count, dtype=torch.bool)
+    return torch.cat([shifts, flipped.long().unsqueeze(1)], 1)
+
+
+def apply_augmentations(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Shift (replicate-padded, then cropped) and flip each uint8 image by its row of `draw_augmentations`."""
+    _, _, h, w = images.shape
+    pad = max(1, round(h / 8))
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-    out = padded[:, :, dy:dy + h, dx:dx + w]
-    if flip:
-        mask = torch.rand(b, generator=generator) < 0.5
-        out = torch.where(mask.view(-1, 1, 1, 1), out.flip(-1), out)
-    return out.contiguous()
+    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx, _) in enumerate(params.tolist())])
+    return torch.where(params[:, 2].bool().view(-1, 1, 1, 1), out.flip(-1), out).contiguous()
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image random shift and horizontal flip of uint8 images; returns the images and which were flipped."""
+    params = draw_augmentations(len(images), images.shape[-2], generator, flip)
+    return apply_augmentations(images, params), params[:, 2].bool()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +10,30 @@ import timm
 import torch
 from torch import nn
 
+from procedge import distributed
 from procedge.config import DataConfig, RunConfig, StudentConfig, TeacherConfig, TrainConfig
-from procedge.data import ImageSet, TaskData, augment, check_data_root, load_task_data, to_model_input
+from procedge.data import ImageSet, TaskData, check_data_root, load_task_data, to_model_input
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, atomic_path, write_json
 from procedge.methods import DistillMethod
 from procedge.methods.base import parse_method_config
-from procedge.models.load import build_student, teacher_channels
+from procedge.models.deploy import StudentNet
+from procedge.models.load import build_student
 from procedge.models.cost import measure_cost
 from procedge.models.student import size_student
 from procedge.models.teacher import (
     EMBEDDED_TEACHER,
     FrozenTeacher,
-    TeacherOutput,
     check_timm_name,
     create_teacher_model,
     default_mean_std,
     default_stages,
 )
 from procedge.probe import fit_linear_probe
-from procedge.progress import info, progress_bar
+from procedge.progress import info
 from procedge.run import RunDir
+from procedge.teacher_cache import teacher_outputs, teacher_views
+from procedge.train import evaluate, train_student
 from procedge.targets import resolve_target
 
 # The embedded MNIST task: 28 px digits, so small inputs keep the demo within minutes on 2 cores.
@@ -55,10 +56,13 @@ def resolve_config(
     student_size: int | None = None,
     method_options: dict | None = None,
     augment_data: bool = False,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    teacher_views: int = 0,
 ) -> tuple[RunConfig, dict | None]:
     """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision."""
     profile = resolve_target(target)
-    parse_method_config(method, method_options or {})
+    method_options = parse_method_config(method, method_options or {}).model_dump(mode="json", exclude_unset=True)  # typed, as validated
     if data is not None:
         check_data_root(Path(data))
     if student is not None:
@@ -96,55 +100,19 @@ def resolve_config(
             mean=tuple(s_cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(s_cfg.get("std", (0.229, 0.224, 0.225))),
         ),
-        data=DataConfig(root=Path(data).resolve() if data else None, augment=augment_data),
-        train=TrainConfig(epochs=epochs or (EMBEDDED_EPOCHS if embedded_data else DEFAULT_EPOCHS), seed=seed),
+        data=DataConfig(root=Path(data).resolve() if data else None, augment=augment_data or teacher_views > 0, teacher_views=teacher_views),
+        train=TrainConfig(epochs=epochs or (EMBEDDED_EPOCHS if embedded_data else DEFAULT_EPOCHS), seed=seed,
+                          **({"lr": lr} if lr is not None else {}), **({"batch_size": batch_size} if batch_size is not None else {})),
         method=method,
-        method_options=method_options or {},
+        method_options=method_options,
     )
     return config, sizing
 
 
-@dataclass
-class TeacherCache:
-    """The frozen teacher's outputs for every image of a split, computed once (fp16 stages)."""
-
-    stages: list[torch.Tensor]
-    pooled: torch.Tensor
-    logits: torch.Tensor
-
-    def batch(self, index: torch.Tensor) -> TeacherOutput:
-        return TeacherOutput([s[index].float() for s in self.stages], self.pooled[index].float(), self.logits[index].float())
-
-
-@torch.no_grad()
-def run_teacher(teacher: FrozenTeacher, images: ImageSet, config: TeacherConfig, label: str, batch_size: int = 100) -> TeacherCache:
-    parts: list[TeacherOutput] = []
-    with progress_bar(f"teacher features ({label})", len(images)) as advance:
-        for start in range(0, len(images), batch_size):
-            x = to_model_input(images.images[start:start + batch_size], config.input_size, config.mean, config.std)
-            out = teacher(x)
-            parts.append(TeacherOutput([s.half() for s in out.stages], out.pooled.half(), out.logits.half()))
-            advance(len(x))
-    return TeacherCache(
-        [torch.cat([p.stages[i] for p in parts]) for i in range(len(parts[0].stages))],
-        torch.cat([p.pooled for p in parts]),
-        torch.cat([p.logits for p in parts]),
-    )
-
-
-@torch.no_grad()
-def evaluate(net: nn.Module, images: ImageSet, size: int, batch_size: int = 200) -> float:
-    """Top-1 accuracy of a [0, 1]-input network on a split."""
-    net.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = to_model_input(images.images[start:start + batch_size], size)
-        correct += (net(x).argmax(1) == images.labels[start:start + batch_size]).sum().item()
-    return correct / len(images)
-
-
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write a new run over an existing one unless told to overwrite."""
+    """Refuse to write a new run over an existing one unless told to overwrite (rank 0 decides; it alone writes)."""
+    if not distributed.is_main():
+        return
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ProcedgeError(f"output path {out} is a file; choose a directory for --out")
@@ -154,59 +122,71 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def distill(config: RunConfig | None, out: Path, sizing: dict | None = None, overwrite: bool = False, resume: bool = False) -> dict:
-    """Train a student with `config.method` into run directory `out` (or resume the run there); returns the metrics."""
+    """Train a student with `config.method` into run directory `out` (or resume the run there); returns the metrics.
+
+    Under torchrun every process calls this; rank 0 alone writes the run directory.
+    """
     out = Path(out)
-    if resume:
-        run = RunDir(out)
-        if not run.last_checkpoint.exists():
-            raise ProcedgeError(f"nothing to resume in {out} (no last.pt checkpoint); drop --resume to start a new run")
-        return _distill_into(run, RunConfig.load(run.config), sizing, resume=True)
-    check_out_dir(out, overwrite)
-    if overwrite and out.exists():
-        with atomic_dir(out) as tmp:  # the old run stays intact until the new one is complete
-            metrics = _distill_into(RunDir(tmp), config, sizing, resume=False)
-        return metrics
-    return _distill_into(RunDir(out), config, sizing, resume=False)
+    distributed.init()
+    try:
+        if resume:
+            run = RunDir(out)
+            if not run.last_checkpoint.exists():
+                raise ProcedgeError(f"nothing to resume in {out} (no last.pt checkpoint); drop --resume to start a new run")
+            return _distill_into(run, RunConfig.load(run.config), sizing, resume=True)
+        check_out_dir(out, overwrite)
+        if overwrite and out.exists() and distributed.is_main():
+            with atomic_dir(out) as tmp:  # the old run stays intact until the new one is complete
+                return _distill_into(RunDir(tmp), config, sizing, resume=False)
+        return _distill_into(RunDir(out), config, sizing, resume=False)
+    finally:
+        distributed.shutdown()
 
 
 def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: bool) -> dict:
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
+    main, device = distributed.is_main(), distributed.device()
     data = load_task_data(config.data.root, max(config.teacher.input_size, config.student.input_size), config.data.val_fraction, config.train.seed)
     info(f"data: {data.source}: {len(data.train)} train / {len(data.val)} held-out images, {len(data.classes)} classes"
          + (f", {data.skipped_files} unreadable files skipped" if data.skipped_files else ""))
-    run.path.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        config.save(run.config)
-        if sizing is not None:
-            write_json(run.sizing, sizing)
-    _save_heldout(run, data, config)
+    if main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            config.save(run.config)
+            if sizing is not None:
+                write_json(run.sizing, sizing)
+        _save_heldout(run, data, config)
 
     teacher_model = create_teacher_model(config.teacher.name, config.teacher.weights)
-    teacher = FrozenTeacher(teacher_model, config.teacher.stages)
-    cache_train = None if config.data.augment else run_teacher(teacher, data.train, config.teacher, "train")
-    if cache_train is None:
-        pooled_train = run_teacher(teacher, data.train, config.teacher, "train, for the probe").pooled
-    else:
-        pooled_train = cache_train.pooled
-    cache_val = run_teacher(teacher, data.val, config.teacher, "held-out")
+    teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device)
+    if not main:  # rank 0 computes (or reads) the teacher's features and stores them; the others read them
+        distributed.barrier()
+    cache_train = teacher_outputs(teacher, data.train, config.teacher, "train", device)
+    cache_val = teacher_outputs(teacher, data.val, config.teacher, "held-out", device) if main else None
+    views = teacher_views(teacher, data.train, config.teacher, config.data.teacher_views, device) if config.data.teacher_views else None
+    if main:
+        distributed.barrier()
 
-    probe = fit_linear_probe(pooled_train, data.train.labels, config.train.seed)
+    backbone, method = build_student(config, teacher_model, len(data.classes))
+    method.prepare(teacher, cache_train.pooled.float(), data.train.labels)
+    teaching = None if method.needs_live_teacher else (views if views is not None else cache_train)
+    history = train_student(run, config, backbone, method, teacher, data, teaching, resume)
+    if not main:
+        return {}
+
+    probe = fit_linear_probe(cache_train.pooled, data.train.labels, config.train.seed)
     probe_acc = (probe(cache_val.pooled.float()).argmax(1) == data.val.labels).float().mean().item()
     info(f"teacher linear probe: {probe_acc:.2%} on the held-out split")
     with atomic_path(run.teacher_probe) as tmp:
         torch.save(probe.state_dict(), tmp)
 
-    backbone, method = build_student(config, teacher_channels(teacher_model, config.teacher.stages), len(data.classes))
-    history = train_student(run, config, backbone, method, teacher, data, cache_train, resume)
-
-    backbone.eval(), method.eval()
-    from procedge.models.deploy import StudentNet
-
+    backbone.cpu().eval(), method.cpu().eval()
     s = config.student
     deployed = StudentNet(backbone, method.deploy_head(), s.mean, s.std)
     plain = StudentNet(backbone, method.plain_head(), s.mean, s.std)
     metrics = {
+        "method": config.method,
         "teacher_probe_accuracy": probe_acc,
         "student_accuracy": evaluate(deployed, data.val, s.input_size),
         "student_noaug_accuracy": evaluate(plain, data.val, s.input_size),
@@ -216,6 +196,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         "skipped_files": data.skipped_files,
         "classes": data.classes,
         "history": history,
+        "processes": distributed.world_size(),
         "wall_seconds": time.perf_counter() - started,
     }
     with atomic_path(run.student) as tmp:
@@ -242,65 +223,3 @@ def fold_max_abs_diff(backbone: nn.Module, method: DistillMethod, images: ImageS
     x = to_model_input(images.images[:count], config.student.input_size, config.student.mean, config.student.std)
     feats = backbone.eval().forward_features(x)
     return (method.augmented_head()(feats) - method.deploy_head()(feats)).abs().max().item()
-
-
-def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher,
-                  data: TaskData, cache: TeacherCache | None, resume: bool) -> list[dict]:
-    """AdamW with a one-cycle schedule; a checkpoint after every epoch; stops on a non-finite loss."""
-    t = config.train
-    params = list(backbone.parameters()) + list(method.parameters())
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch, pct_start=0.15)
-    generator = torch.Generator().manual_seed(t.seed)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume:
-        state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
-        backbone.load_state_dict(state["backbone"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        history, start_epoch = state["history"], state["epoch"] + 1
-        info(f"resuming after epoch {start_epoch} of {t.epochs}")
-    weights = method.loss_weights()
-    s = config.student
-    for epoch in range(start_epoch, t.epochs):
-        backbone.train(), method.train()
-        order = torch.randperm(len(data.train), generator=generator)
-        sums = dict.fromkeys(weights, 0.0)
-        epoch_start = time.perf_counter()
-        with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(order)) as advance:
-            for start in range(0, len(order), t.batch_size):
-                index = order[start:start + t.batch_size]
-                if len(index) < 2:
-                    continue
-                images = data.train.images[index]
-                if config.data.augment:
-                    images = augment(images, generator)
-                    tout = teacher(to_model_input(images, config.teacher.input_size, config.teacher.mean, config.teacher.std))
-                else:
-                    tout = cache.batch(index)
-                student_map = backbone.forward_features(to_model_input(images, s.input_size, s.mean, s.std))
-                terms = method.losses(student_map, tout, data.train.labels[index])
-                for name, value in terms.items():
-                    if not torch.isfinite(value):
-                        raise ProcedgeError(
-                            f"loss term {name!r} became {value.item()} in epoch {epoch + 1}; the last good checkpoint is "
-                            f"{run.last_checkpoint if epoch > start_epoch or resume else 'none (first epoch)'}; lower --lr or that term's weight"
-                        )
-                    sums[name] += value.item() * len(index)
-                loss = sum(weights[name] * value for name, value in terms.items())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                advance(len(index))
-        record = {"epoch": epoch + 1, **{f"loss_{k}": v / len(order) for k, v in sums.items()}, "seconds": time.perf_counter() - epoch_start}
-        history.append(record)
-        info("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        with atomic_path(run.last_checkpoint) as tmp:
-            torch.save({"backbone": backbone.state_dict(), "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "history": history, "epoch": epoch}, tmp)
-    return history

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("PROCEDGE_QUIET", "1")
+os.environ.setdefault("PROCEDGE_CACHE_DIR", tempfile.mkdtemp(prefix="procedge-test-cache-"))  # teacher features, per session
 
 
 def _extract(archive: Path, dest: Path, members=None) -> Path:

@@ -26,7 +26,7 @@ FAST = ("--student", "mobilenetv3_small_050")
 
 
 def test_help_for_every_command():
-    for command in ([], ["targets"], ["distill"], ["export"], ["bench"]):
+    for command in ([], ["targets"], ["distill"], ["assess"], ["export"], ["bench"]):
         result = run_cli(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
 

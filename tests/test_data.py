@@ -78,7 +78,19 @@ def test_model_input_resizes_and_normalises():
 
 def test_augment_is_seeded_shift_and_flip():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
-    a = augment(images, torch.Generator().manual_seed(3))
-    b = augment(images, torch.Generator().manual_seed(3))
+    a, flipped_a = augment(images, torch.Generator().manual_seed(3))
+    b, flipped_b = augment(images, torch.Generator().manual_seed(3))
     assert a.shape == images.shape and a.dtype == torch.uint8
-    assert torch.equal(a, b)
+    assert torch.equal(a, b) and torch.equal(flipped_a, flipped_b)
+    assert flipped_a.dtype == torch.bool and flipped_a.shape == (2,)
+
+
+def test_augment_is_draw_then_apply():
+    from procedge.data import apply_augmentations, draw_augmentations
+
+    images = torch.arange(4 * 3 * 16 * 16, dtype=torch.uint8).view(4, 3, 16, 16)
+    out, flipped = augment(images, torch.Generator().manual_seed(5))
+    params = draw_augmentations(4, 16, torch.Generator().manual_seed(5))
+    assert torch.equal(out, apply_augmentations(images, params)) and torch.equal(flipped, params[:, 2].bool())
+    still = apply_augmentations(images, torch.tensor([[2, 2, 0]] * 4))  # the centre crop of the padded image, unflipped
+    assert torch.equal(still, images)

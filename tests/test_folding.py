@@ -3,7 +3,7 @@ import torch
 
 from procedge.data import load_embedded_mnist, to_model_input
 from procedge.export.onnx import export_onnx
-from procedge.methods import create_method
+from procedge.methods import FeatureDims, create_method
 from procedge.models.deploy import StudentNet
 from procedge.models.student import create_backbone
 
@@ -13,7 +13,7 @@ ALLOWED_HEAD_OPS = {"Conv", "Softmax", "Relu", "Add", "GlobalAveragePool", "Gemm
 def _trained_looking_method():
     """ProC-KD parts with non-trivial BN statistics and prototypes, as after training."""
     torch.manual_seed(0)
-    method = create_method("proc-kd", {"dim": 64, "num_prototypes": 24}, [112, 320], 512, 10)
+    method = create_method("proc-kd", {"dim": 64, "num_prototypes": 24}, FeatureDims([112, 320], 1280, 1000, 512, 10))
     bn = method.tafa.mlp[1]
     bn.running_mean.uniform_(-0.5, 0.5)
     bn.running_var.uniform_(0.5, 2.0)

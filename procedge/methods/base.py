@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from procedge.errors import ProcedgeError
-from procedge.models.teacher import TeacherOutput
+from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.registry import Registry
 
 
@@ -19,26 +20,60 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class FeatureDims:
+    """Shapes a method sizes its trainable parts by."""
+
+    teacher_stages: list[int]  # channels of each tapped teacher stage
+    teacher_pooled: int  # width of the teacher's pre-logits features
+    teacher_classes: int  # size of the teacher's own label space
+    student_final: int  # channels of the student's last map (what the deploy head reads)
+    num_classes: int  # the student task's classes
+    student_stages: list[int] = field(default_factory=list)  # channels of each tapped student stage
+
+
+@dataclass
+class StudentFeatures:
+    final: torch.Tensor  # (B, C, H, W): the map the deploy head reads
+    stages: list[torch.Tensor]  # the tapped intermediate stages, in `student_stage_count` order
+
+
+class PooledClassifier(nn.Sequential):
+    """Optional map -> map modules, then global average pool and a linear head."""
+
+    def __init__(self, *maps: nn.Module, head: nn.Linear):
+        super().__init__(*maps, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), head)
+
+
 class DistillMethod(nn.Module):
     """Trainable parts a method adds beside the student backbone, its named losses and its deploy head.
 
-    `losses` gets the student's last-stage map (B, C_s, H, W), the frozen teacher's output and the
-    labels; it returns the unweighted loss terms by name. `deploy_head` maps the student's map to
-    logits with static ops only; `plain_head` is the same head without any method-specific
+    `losses` gets the student's features, the frozen teacher's output and the labels; it returns the
+    unweighted loss terms by name (weighted by `loss_weights`). `deploy_head` maps the student's last
+    map to logits with static ops only; `plain_head` is the same head without any method-specific
     augmentation (the reference for its latency overhead).
     """
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    student_stage_count: ClassVar[int] = 0  # how many of the student's last feature_info stages to tap
+    needs_live_teacher: ClassVar[bool] = False  # True: run the teacher every step, gradients through it (no cache)
 
-    def __init__(self, config: MethodConfig, teacher_channels: list[int], student_channels: int, num_classes: int):
+    def __init__(self, config: MethodConfig, dims: FeatureDims):
         super().__init__()
         self.config = config
 
     def loss_weights(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def losses(self, student_map: torch.Tensor, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def prepare(self, teacher: FrozenTeacher, pooled: torch.Tensor, labels: torch.Tensor) -> None:
+        """Called once before training with the teacher and its pooled training features (e.g. to fit constants)."""
+
+    def teacher_forward(self, teacher: FrozenTeacher, images: torch.Tensor) -> TeacherOutput:
+        """Methods with `needs_live_teacher`: the teacher's output for this step's images, gradients allowed."""
+        return teacher(images)
 
     def deploy_head(self) -> nn.Module:
         raise NotImplementedError
@@ -48,15 +83,15 @@ class DistillMethod(nn.Module):
         return self.deploy_head()
 
     def plain_head(self) -> nn.Module:
-        raise NotImplementedError
+        return self.deploy_head()
 
 
 method_registry: Registry[type[DistillMethod]] = Registry("distillation method")
 
 
-def create_method(name: str, options: dict, teacher_channels: list[int], student_channels: int, num_classes: int) -> DistillMethod:
+def create_method(name: str, options: dict, dims: FeatureDims) -> DistillMethod:
     cls = method_registry.get(name)
-    return cls(parse_method_config(name, options), teacher_channels, student_channels, num_classes)
+    return cls(parse_method_config(name, options), dims)
 
 
 def parse_method_config(name: str, options: dict) -> MethodConfig:
@@ -65,5 +100,20 @@ def parse_method_config(name: str, options: dict) -> MethodConfig:
         return cls.Config.model_validate(options)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ProcedgeError(f"method {name!r} option '{field}': {err['msg']}; fix it in the config") from exc
+        field_name = ".".join(str(p) for p in err["loc"])
+        raise ProcedgeError(f"method {name!r} option '{field_name}': {err['msg']}; fix --method-option or the run's config") from exc
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bring a (B, C, H, W) map to another grid: area-average when shrinking, bilinear when growing."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return torch.nn.functional.adaptive_avg_pool2d(x, size)
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def standardise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-channel zero mean, unit variance over (batch, H, W): teacher stages differ in scale by channel and by stage."""
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), keepdim=True, unbiased=False)
+    return (x - mean) / (var + eps).sqrt()

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from procedge.folding import FoldedTAFA, fold_tafa
-from procedge.methods.base import DistillMethod, MethodConfig, method_registry
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry, resize_to
 from procedge.models.teacher import TeacherOutput
 
 
@@ -28,6 +28,8 @@ class ProcKDConfig(MethodConfig):
     w_a: float = Field(1.0, ge=0)
     w_kl: float = Field(1.0, ge=0)
     w_loc: float = Field(1.0, ge=0)
+    w_feat: float = Field(0.0, ge=0, description="procedge's addition (off by default): per-position cosine alignment of "
+                                                "phi_s(F_s) to the teacher's prototype-aware features PLM(phi_t(F_t))")
 
 
 class TeacherAdapter(nn.Module):
@@ -100,11 +102,6 @@ def frozen_running_stats(module: nn.Module):
             m.momentum = momentum
 
 
-class PooledClassifier(nn.Sequential):
-    def __init__(self, *maps: nn.Module, head: nn.Linear):
-        super().__init__(*maps, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), head)
-
-
 class ApplyTAFA(nn.Module):
     """The unfolded augmentation with its prototypes, as a map -> map module."""
 
@@ -123,38 +120,44 @@ class ProcKD(DistillMethod):
     Config = ProcKDConfig
     config: ProcKDConfig
 
-    def __init__(self, config: ProcKDConfig, teacher_channels: list[int], student_channels: int, num_classes: int):
-        super().__init__(config, teacher_channels, student_channels, num_classes)
+    def __init__(self, config: ProcKDConfig, dims: FeatureDims):
+        super().__init__(config, dims)
         d = config.dim
-        self.phi_t = TeacherAdapter(teacher_channels, d)
-        self.phi_s = nn.Conv2d(student_channels, d, 1)
+        self.phi_t = TeacherAdapter(dims.teacher_stages, d)
+        self.phi_s = nn.Conv2d(dims.student_final, d, 1)
         self.prototypes = nn.Parameter(torch.randn(config.num_prototypes, d) / d**0.5)
         self.plm = PrototypeLearning(d, config.num_prototypes)
         self.tafa = TaskAdaptiveAugmentation(d, config.assign_temperature)
-        self.head = nn.Linear(d, num_classes)
+        self.head = nn.Linear(d, dims.num_classes)
 
     def loss_weights(self) -> dict[str, float]:
         c = self.config
-        return {"s": c.w_s, "t": c.w_t, "a": c.w_a, "kl": c.w_kl, "loc": c.w_loc}
+        weights = {"s": c.w_s, "t": c.w_t, "a": c.w_a, "kl": c.w_kl, "loc": c.w_loc}
+        return weights | ({"feat": c.w_feat} if c.w_feat > 0 else {})
 
     def _classify(self, feature_map: torch.Tensor) -> torch.Tensor:
         return self.head(feature_map.mean((2, 3)))
 
-    def losses(self, student_map: torch.Tensor, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        x_s = self.phi_s(student_map)
+    def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        x_s = self.phi_s(student.final)
+        h_t = self.plm(self.phi_t(teacher.stages), self.prototypes)
         with frozen_running_stats(self.tafa):  # the deployed BN statistics come from the student path only
-            z_t, assign_t = self.tafa(self.plm(self.phi_t(teacher.stages), self.prototypes), self.prototypes)
+            z_t, assign_t = self.tafa(h_t, self.prototypes)
         z_a, assign_s = self.tafa(x_s, self.prototypes)
         logits_t, logits_a = self._classify(z_t), self._classify(z_a)
         temp = self.config.kd_temperature
-        target_assign = F.interpolate(assign_t.detach(), size=assign_s.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-        return {
+        target_assign = resize_to(assign_t.detach(), assign_s.shape[-2:])
+        terms = {
             "s": F.cross_entropy(self._classify(x_s), labels),
             "t": F.cross_entropy(logits_t, labels),
             "a": F.cross_entropy(logits_a, labels),
             "kl": F.kl_div(F.log_softmax(logits_a / temp, 1), F.softmax(logits_t.detach() / temp, 1), reduction="batchmean") * temp**2,
             "loc": F.kl_div(assign_s.clamp_min(1e-8).log(), target_assign, reduction="none").sum(1).mean(),
         }
+        if self.config.w_feat > 0:
+            target = resize_to(h_t.detach(), x_s.shape[-2:])
+            terms["feat"] = (1 - F.cosine_similarity(x_s, target, dim=1)).mean()
+        return terms
 
     def augmented_head(self) -> nn.Module:
         """Student path with the unfolded augmentation (training-time graph, for checks)."""

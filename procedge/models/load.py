@@ -9,26 +9,62 @@ from torch import nn
 
 from procedge.config import RunConfig
 from procedge.errors import ProcedgeError
-from procedge.methods import DistillMethod, create_method
+from procedge.methods import DistillMethod, FeatureDims, StudentFeatures, create_method
+from procedge.methods.base import method_registry
 from procedge.models.deploy import StudentNet, TeacherNet
+from procedge.models.features import FeatureTap
 from procedge.models.student import create_backbone, feature_channels
-from procedge.models.teacher import create_teacher_model
+from procedge.models.teacher import FrozenTeacher, TeacherOutput, create_teacher_model
 from procedge.run import RunDir
 
 
-def teacher_channels(model: nn.Module, stages: list[str]) -> list[int]:
+def stage_channels(model: nn.Module, stages: list[str], who: str) -> list[int]:
     info = {entry["module"]: entry["num_chs"] for entry in getattr(model, "feature_info", [])}
     missing = [s for s in stages if s not in info]
     if missing:
-        raise ProcedgeError(f"teacher stage {missing[0]!r} is not in the teacher's feature_info; pick stages from model.feature_info")
+        raise ProcedgeError(f"{who} stage {missing[0]!r} is not in the {who}'s feature_info; pick stages from model.feature_info")
     return [info[s] for s in stages]
 
 
-def build_student(config: RunConfig, teacher_chs: list[int], num_classes: int) -> tuple[nn.Module, DistillMethod]:
+def student_stage_paths(backbone: nn.Module, count: int) -> list[str]:
+    """The module paths of the student's last `count` feature_info stages."""
+    return [entry["module"] for entry in backbone.feature_info][-count:] if count else []
+
+
+class Distiller(nn.Module):
+    """Student backbone plus a method's trainable parts; one forward gives the named loss terms (DDP wraps this).
+
+    The frozen teacher is held outside the module tree (never wrapped, saved or trained); it runs here
+    only for methods that need it live, on `teacher_images`; otherwise its cached `teacher_output` is used.
+    """
+
+    def __init__(self, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher | None = None):
+        super().__init__()
+        self.backbone, self.method = backbone, method
+        self._teacher = [teacher]  # a list keeps it out of parameters(), state_dict() and DDP
+        self._tap = FeatureTap(backbone, student_stage_paths(backbone, method.student_stage_count))
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher_output: TeacherOutput | None = None,
+                teacher_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if teacher_output is None:
+            teacher_output = self.method.teacher_forward(self._teacher[0], teacher_images)
+        final = self.backbone.forward_features(images)
+        return self.method.losses(StudentFeatures(final, self._tap.take()), teacher_output, labels)
+
+
+def build_student(config: RunConfig, teacher: nn.Module, num_classes: int) -> tuple[nn.Module, DistillMethod]:
+    """A fresh student backbone and the run's method, sized by the teacher's and the student's feature shapes."""
     backbone = create_backbone(config.student.name)
-    channels = feature_channels(backbone, config.student.input_size)
-    method = create_method(config.method, config.method_options, teacher_chs, channels, num_classes)
-    return backbone, method
+    count = method_registry.get(config.method).student_stage_count
+    dims = FeatureDims(
+        teacher_stages=stage_channels(teacher, config.teacher.stages, "teacher"),
+        teacher_pooled=teacher.num_features,
+        teacher_classes=teacher.num_classes,
+        student_final=feature_channels(backbone, config.student.input_size),
+        num_classes=num_classes,
+        student_stages=stage_channels(backbone, student_stage_paths(backbone, count), "student"),
+    )
+    return backbone, create_method(config.method, config.method_options, dims)
 
 
 @dataclass
@@ -56,7 +92,7 @@ def load_trained(run: RunDir) -> TrainedRun:
     config = RunConfig.load(run.config)
     ckpt = torch.load(run.student, map_location="cpu", weights_only=True)
     teacher = create_teacher_model(config.teacher.name, config.teacher.weights)
-    backbone, method = build_student(config, teacher_channels(teacher, config.teacher.stages), len(ckpt["classes"]))
+    backbone, method = build_student(config, teacher, len(ckpt["classes"]))
     backbone.load_state_dict(ckpt["backbone"])
     method.load_state_dict(ckpt["method"])
     probe_state = torch.load(run.teacher_probe, map_location="cpu", weights_only=True)

@@ -141,8 +141,8 @@ class FrozenTeacher(nn.Module):
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)  # stays in eval mode whatever the caller asks
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> TeacherOutput:
+        """Gradients flow only where a caller asks (a live-teacher method's prompts); the weights never train."""
         feats = self.model.forward_features(x)
         pooled = self.model.forward_head(feats, pre_logits=True)
         logits = self.model.get_classifier()(pooled)

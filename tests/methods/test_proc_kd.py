@@ -3,7 +3,7 @@ import torch
 
 from procedge.data import load_embedded_mnist, to_model_input
 from procedge.errors import ProcedgeError
-from procedge.methods import create_method, method_registry
+from procedge.methods import FeatureDims, StudentFeatures, create_method, method_registry
 from procedge.models.student import create_backbone
 from procedge.models.teacher import EMBEDDED_TEACHER, FrozenTeacher, create_teacher_model
 
@@ -27,12 +27,12 @@ def test_five_named_loss_terms_train_on_real_images(mnist_batch, teacher):
     torch.manual_seed(0)
     images, labels = mnist_batch
     backbone = create_backbone("resnet10t")
-    method = create_method("proc-kd", {"dim": 64, "num_prototypes": 16}, [112, 320], 512, 10)
+    method = create_method("proc-kd", {"dim": 64, "num_prototypes": 16}, FeatureDims([112, 320], 1280, 1000, 512, 10))
     t_out = teacher(to_model_input(images, 64, (0.5,) * 3, (0.5,) * 3))
     opt = torch.optim.AdamW(list(backbone.parameters()) + list(method.parameters()), 1e-3)
     history = []
     for _ in range(6):
-        terms = method.losses(backbone.forward_features(to_model_input(images, 64)), t_out, labels)
+        terms = method.losses(StudentFeatures(backbone.forward_features(to_model_input(images, 64)), []), t_out, labels)
         loss = sum(method.loss_weights()[k] * v for k, v in terms.items())
         opt.zero_grad()
         loss.backward()
@@ -47,7 +47,7 @@ def test_five_named_loss_terms_train_on_real_images(mnist_batch, teacher):
 
 def test_teacher_path_leaves_deploy_bn_statistics_alone(mnist_batch, teacher):
     images, labels = mnist_batch
-    method = create_method("proc-kd", {"dim": 32, "num_prototypes": 8}, [112, 320], 32, 10)
+    method = create_method("proc-kd", {"dim": 32, "num_prototypes": 8}, FeatureDims([112, 320], 1280, 1000, 32, 10))
     bn = method.tafa.mlp[1]
     before = bn.running_mean.clone()
     t_out = teacher(to_model_input(images, 64, (0.5,) * 3, (0.5,) * 3))
@@ -63,6 +63,6 @@ def test_teacher_path_leaves_deploy_bn_statistics_alone(mnist_batch, teacher):
 
 def test_bad_method_option_is_one_line():
     with pytest.raises(ProcedgeError, match="num_prototypes"):
-        create_method("proc-kd", {"num_prototypes": 0}, [8], 8, 2)
+        create_method("proc-kd", {"num_prototypes": 0}, FeatureDims([8], 8, 8, 8, 2))
     with pytest.raises(ProcedgeError, match="unknown distillation method"):
-        create_method("magic", {}, [8], 8, 2)
+        create_method("magic", {}, FeatureDims([8], 8, 8, 8, 2))

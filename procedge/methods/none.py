@@ -1,0 +1,28 @@
+"""`none`: the student with cross-entropy only, the floor every method is measured against."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry
+from procedge.models.teacher import TeacherOutput
+
+
+@method_registry.register("none")
+class NoDistillation(DistillMethod):
+    """Pool, linear head, cross-entropy; the teacher is never used."""
+
+    def __init__(self, config: MethodConfig, dims: FeatureDims):
+        super().__init__(config, dims)
+        self.head = nn.Linear(dims.student_final, dims.num_classes)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0}
+
+    def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(self.head(student.final.mean((2, 3))), labels)}
+
+    def deploy_head(self) -> nn.Module:
+        return PooledClassifier(head=self.head)

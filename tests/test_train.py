@@ -1,0 +1,224 @@
+"""The training loop for real: torchrun with two CPU processes, resume after a SIGKILL, a diverging run, method options."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from procedge.cli import main
+from procedge.config import RunConfig
+from procedge.distill import resolve_config
+from procedge.errors import ProcedgeError
+from procedge.models.load import build_student, load_trained
+from procedge.models.teacher import create_teacher_model
+from procedge.run import RunDir
+
+# The embedded MNIST task at 32 px: about 10 s an epoch on one core.
+TINY = ("--target", "intel-cpu", "--student", "resnet10t", "--teacher-size", "32", "--student-size", "32")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def subprocess_env(cache_dir: Path, quiet: bool = True) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PROCEDGE_CACHE_DIR=str(cache_dir))
+    if quiet:
+        env["PROCEDGE_QUIET"] = "1"
+    else:
+        env.pop("PROCEDGE_QUIET", None)
+    return env
+
+
+def run_group(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[int, str]:
+    """Run a command in its own process group (torchrun and its workers); on timeout kill that group. Returns (status, output)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{cmd[0]} ran over {timeout} s:\n{output[-4000:]}")
+    return proc.returncode, output
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: two OpenMP threads spin badly (many times slower) when other jobs share the 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_one_run_written_by_rank_0(tmp_path):
+    out = tmp_path / "runs" / "ddp"
+    cache = tmp_path / "cache"  # empty: rank 0 must compute the teacher features, rank 1 must read them
+    env = subprocess_env(cache, quiet=False)  # progress lines tell which process ran the teacher
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "procedge", "distill", *TINY, "--epochs", "2", "--out", out]
+    returncode, log = run_group([str(c) for c in cmd], env, tmp_path, timeout=500)
+    assert returncode == 0, log[-4000:]
+
+    assert log.count("data: mnist") == 2  # both processes ran
+    assert log.count("teacher features (train)") == 1, log[-4000:]  # rank 1 read rank 0's cache
+    assert log.count("teacher features (held-out)") == 1  # only rank 0 evaluates
+    cached = [p for p in cache.rglob("*") if p.is_file()]
+    assert len(cached) == 2, cached  # the train and held-out splits, no temporary leftovers
+    assert all(p.parent == cache / "teacher" and p.suffix == ".pt" and not p.name.startswith(".") for p in cached)
+
+    # Only rank 0 wrote: the finished artifacts and nothing else, no temporary files beside the run.
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "heldout.npz", "metrics.json", "student.pt", "teacher_probe.pt"]
+    assert [p.name for p in out.parent.iterdir()] == ["ddp"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["train_images"] == 4000 and metrics["heldout_images"] == 1000
+    # One process with the same config reaches about 97%; two processes with half of each global batch each should too.
+    assert metrics["student_accuracy"] > 0.8, metrics
+    assert metrics["history"][1]["heldout_accuracy"] > metrics["history"][0]["heldout_accuracy"] - 0.05
+
+    trained = load_trained(RunDir(out))
+    heldout = RunDir(out).load_heldout()
+    with torch.no_grad():
+        logits = trained.student_net()(torch.from_numpy(heldout["student"]).float() / 255)
+    assert logits.shape == (1000, 10)
+    accuracy = (logits.argmax(1) == torch.from_numpy(heldout["labels"])).float().mean().item()
+    assert abs(accuracy - metrics["student_accuracy"]) < 0.02  # the loaded student is the one that was evaluated
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_at_most_one_epoch(tmp_path):
+    out = tmp_path / "run"
+    run = RunDir(out)
+    env = subprocess_env(Path(os.environ["PROCEDGE_CACHE_DIR"]))
+    log = (tmp_path / "log.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "procedge", "distill", *TINY, "--epochs", "3", "--out", str(out)],
+                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not run.last_checkpoint.exists():
+            assert proc.poll() is None, (tmp_path / "log.txt").read_text()
+            assert time.monotonic() < deadline, "no last.pt after 300 s"
+            time.sleep(0.1)
+        time.sleep(2)  # well into epoch 2 (about 10 s an epoch)
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+    assert proc.returncode == -9, (proc.returncode, (tmp_path / "log.txt").read_text())
+    assert not run.student.exists() and not run.metrics.exists()
+    before = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+    assert before["epoch"] == 0 and [h["epoch"] for h in before["history"]] == [1]  # killed during epoch 2
+
+    # No --target: the run's config says everything. A subprocess with one thread, like the first run: two OpenMP threads
+    # spinning on a busy 2-core machine make training many times slower.
+    returncode, output = run_group([sys.executable, "-m", "procedge", "distill", "--out", str(out), "--resume"], env, tmp_path, timeout=400)
+    assert returncode == 0, output[-4000:]
+    metrics = run.read_metrics()
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert metrics["history"][0] == before["history"][0]  # epoch 1 kept as recorded before the kill (same seconds)
+    # Epoch 2 continued from the checkpoint (CE about 1.0 in epoch 1, 0.16 in epoch 2); from scratch it would be about 1.0 again.
+    assert metrics["history"][1]["loss_s"] < 0.5 * metrics["history"][0]["loss_s"], metrics["history"]
+    assert metrics["student_accuracy"] > 0.8, metrics
+    assert run.student.exists() and not run.last_checkpoint.exists()
+    assert RunConfig.load(run.config).train.epochs == 3
+
+
+def test_diverging_run_stops_in_epoch_2_and_keeps_epoch_1_checkpoint(cifar_small, tmp_path):
+    """30 training images and a batch of 64: one step an epoch. A 1e30 peak rate leaves finite but huge weights after
+    epoch 1's step, and epoch 2's forward overflows."""
+    out = tmp_path / "run"
+    run = RunDir(out)
+    result = run_cli("distill", "--target", "intel-cpu", "--data", cifar_small, "--student", "resnet10t", "--teacher-size", "32",
+                     "--student-size", "32", "--epochs", "2", "--lr", "1e30", "--out", out)
+    line = assert_one_line_error(result, "in epoch 2")
+    assert re.search(r"loss term '(s|t|a|kl|loc)' became (nan|inf|-inf) in epoch 2", line), line
+    assert str(run.last_checkpoint) in line and "lower the learning rate" in line
+    assert not run.student.exists() and not run.metrics.exists()
+    assert yaml.safe_load(run.config.read_text())["train"]["lr"] == 1e30
+
+    state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 0 and [h["epoch"] for h in state["history"]] == [1]
+    assert all_finite(state["backbone"]) and all_finite(state["method"])
+    config = RunConfig.load(run.config)
+    backbone, method = build_student(config, create_teacher_model(config.teacher.name, config.teacher.weights), 3)
+    backbone.load_state_dict(state["backbone"])
+    method.load_state_dict(state["method"])
+
+
+def test_a_weight_that_overflows_its_term_stops_before_the_step(cifar_small, tmp_path):
+    out = tmp_path / "run"
+    run = RunDir(out)
+    result = run_cli("distill", "--target", "intel-cpu", "--data", cifar_small, "--student", "resnet10t", "--teacher-size", "32",
+                     "--student-size", "32", "--epochs", "2", "--method", "fitnets", "--method-option", "w_hint=1e39", "--out", out)
+    line = assert_one_line_error(result, "loss term 'hint' times its weight 1e+39 became inf in epoch 1")
+    assert "none (no epoch finished yet)" in line
+    assert not run.last_checkpoint.exists() and not run.student.exists()
+    assert yaml.safe_load(run.config.read_text())["method_options"] == {"w_hint": 1e39}
+
+
+@pytest.mark.parametrize("option, fragment", [
+    ("w_bogus=1", "option 'w_bogus'"),
+    ("w_hint=-1", "option 'w_hint'"),
+    ("w_hint", "--method-option 'w_hint' is not KEY=VALUE"),
+    ("=3", "--method-option '=3' is not KEY=VALUE"),
+    ("w_hint=[1", "--method-option 'w_hint=[1': the value is not valid YAML"),
+])
+def test_bad_method_option_is_one_line(tmp_path, option, fragment):
+    out = tmp_path / "r"
+    result = run_cli("distill", *TINY, "--method", "fitnets", "--method-option", option, "--out", out)
+    assert_one_line_error(result, fragment)
+    assert not out.exists()
+
+
+def test_method_options_lr_and_batch_size_reach_the_config():
+    config, _ = resolve_config("intel-cpu", student="resnet10t", method="inverted-projection",
+                               method_options={"teacher_free": True, "rank": 4}, lr=1e-3, batch_size=32)
+    assert config.method_options == {"teacher_free": True, "rank": 4}
+    assert (config.train.lr, config.train.batch_size) == (1e-3, 32)
+    default, _ = resolve_config("intel-cpu", student="resnet10t")
+    assert (default.train.lr, default.train.batch_size) == (2e-3, 64)
+    with pytest.raises(ProcedgeError, match="option 'rank'"):
+        resolve_config("intel-cpu", student="resnet10t", method="inverted-projection", method_options={"rank": 0})
+
+
+def test_method_option_values_are_read_as_yaml():
+    from procedge.cli import parse_method_options
+    from procedge.methods.base import parse_method_config
+
+    options = parse_method_options(("w_hint=0.5", "teacher_free=true", "rank=4", "w_ce=1e-3", "w_hint=2"))
+    assert options == {"w_hint": 2, "teacher_free": True, "rank": 4, "w_ce": "1e-3"}  # the last of a repeated key wins
+    assert parse_method_config("fitnets", {"w_ce": options["w_ce"]}).w_ce == 1e-3  # YAML 1.1 keeps 1e-3 as text; pydantic reads it
+
+
+def test_target_is_required_except_for_resume(tmp_path):
+    assert_one_line_error(run_cli("distill", "--out", tmp_path / "r"), "--target is required")
+    assert_one_line_error(run_cli("distill", "--resume"), "--target is required")
+    assert_one_line_error(run_cli("distill", "--resume", "--out", tmp_path / "r"), "nothing to resume")
