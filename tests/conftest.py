@@ -23,6 +23,17 @@ def _extract(archive: Path, dest: Path, members=None) -> Path:
     return dest
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: two OpenMP threads spin badly (many times slower) when other jobs share the 2 cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def imagenet_val(tmp_path_factory) -> Path:
     """1,300 ILSVRC2012 validation images with `dataset.txt` labels."""

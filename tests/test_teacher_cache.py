@@ -8,14 +8,7 @@ from procedge.data import ImageSet, load_embedded_mnist
 from procedge.models.teacher import EMBEDDED_TEACHER, FrozenTeacher, create_teacher_model
 from procedge.teacher_cache import TeacherCache, cache_dir, cache_key, teacher_outputs
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: two OpenMP threads spin badly (many times slower) when other jobs share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from procedge.models.load import build_student, load_trained
 from procedge.models.teacher import create_teacher_model
 from procedge.run import RunDir
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # The embedded MNIST task at 32 px: about 10 s an epoch on one core.
 TINY = ("--target", "intel-cpu", "--student", "resnet10t", "--teacher-size", "32", "--student-size", "32")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -62,15 +64,6 @@ def run_group(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) ->
         output, _ = proc.communicate()
         pytest.fail(f"{cmd[0]} ran over {timeout} s:\n{output[-4000:]}")
     return proc.returncode, output
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: two OpenMP threads spin badly (many times slower) when other jobs share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def all_finite(state: dict[str, torch.Tensor]) -> bool:

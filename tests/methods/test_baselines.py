@@ -8,6 +8,8 @@ from procedge.methods import FeatureDims, StudentFeatures, create_method, method
 from procedge.models.student import create_backbone
 from procedge.models.teacher import EMBEDDED_TEACHER, FrozenTeacher, TeacherOutput, create_teacher_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Lite0 blocks.4 / blocks.6 channels, pooled width and ImageNet classes; resnet10t's last map; MNIST's classes.
 DIMS = FeatureDims([112, 320], 1280, 1000, 512, 10)
 VARIANTS = {
@@ -16,15 +18,6 @@ VARIANTS = {
     "inverted-projection": ("inverted-projection", {}),
     "inverted-projection-teacher-free": ("inverted-projection", {"teacher_free": True, "rank": 4}),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: two OpenMP threads spin badly (many times slower) when other jobs share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

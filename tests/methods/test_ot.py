@@ -9,15 +9,9 @@ from procedge.methods import FeatureDims, StudentFeatures, create_method, method
 from procedge.models.student import create_backbone
 from procedge.models.teacher import EMBEDDED_TEACHER, FrozenTeacher, create_teacher_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DIMS = FeatureDims([112, 320], 1280, 1000, 512, 10)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
