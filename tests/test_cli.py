@@ -20,6 +20,7 @@ def assert_one_line_error(result, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output
+    return lines[0]
 
 
 FAST = ("--student", "mobilenetv3_small_050")

@@ -14,34 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
-from procedge.cli import main
 from procedge.config import RunConfig
 from procedge.distill import resolve_config
 from procedge.errors import ProcedgeError
 from procedge.models.load import build_student, load_trained
 from procedge.models.teacher import create_teacher_model
 from procedge.run import RunDir
+from test_cli import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The embedded MNIST task at 32 px: about 10 s an epoch on one core.
 TINY = ("--target", "intel-cpu", "--student", "resnet10t", "--teacher-size", "32", "--student-size", "32")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, fragment):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def subprocess_env(cache_dir: Path, quiet: bool = True) -> dict[str, str]:
