@@ -160,15 +160,17 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
 
     teacher_model = create_teacher_model(config.teacher.name, config.teacher.weights)
     teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device)
+    backbone, method = build_student(config, teacher_model, len(data.classes))
     if not main:  # rank 0 computes (or reads) the teacher's features and stores them; the others read them
         distributed.barrier()
     cache_train = teacher_outputs(teacher, data.train, config.teacher, "train", device)
     cache_val = teacher_outputs(teacher, data.val, config.teacher, "held-out", device) if main else None
-    views = teacher_views(teacher, data.train, config.teacher, config.data.teacher_views, device) if config.data.teacher_views else None
+    views = None
+    if config.data.teacher_views and not method.needs_live_teacher:  # a live teacher sees the real views anyway
+        views = teacher_views(teacher, data.train, config.teacher, config.data.teacher_views, device)
     if main:
         distributed.barrier()
 
-    backbone, method = build_student(config, teacher_model, len(data.classes))
     method.prepare(teacher, cache_train.pooled.float(), data.train.labels)
     teaching = None if method.needs_live_teacher else (views if views is not None else cache_train)
     history = train_student(run, config, backbone, method, teacher, data, teaching, resume)

@@ -75,8 +75,15 @@ class DistillMethod(nn.Module):
         """Methods with `needs_live_teacher`: the teacher's output for this step's images, gradients allowed."""
         return teacher(images)
 
+    head: nn.Linear  # every method's classifier: pooled last map -> task logits
+
+    def classify(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Logits of a (B, C, H, W) map: global average pool, then the method's linear head."""
+        return self.head(feature_map.mean((2, 3)))
+
     def deploy_head(self) -> nn.Module:
-        raise NotImplementedError
+        """Pool and the linear head; methods with a deployed augmentation override it."""
+        return PooledClassifier(head=self.head)
 
     def augmented_head(self) -> nn.Module:
         """The training-time head before folding; methods with nothing to fold deploy it as it is."""

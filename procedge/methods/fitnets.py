@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry, resize_to, standardise
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry, resize_to, standardise
 from procedge.models.teacher import TeacherOutput
 
 
@@ -38,9 +38,6 @@ class FitNets(DistillMethod):
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         target = standardise(resize_to(teacher.stages[-1].float(), student.final.shape[-2:]))
         return {
-            "ce": F.cross_entropy(self.head(student.final.mean((2, 3))), labels),
+            "ce": F.cross_entropy(self.classify(student.final), labels),
             "hint": F.mse_loss(self.regressor(student.final), target),
         }
-
-    def deploy_head(self) -> nn.Module:
-        return PooledClassifier(head=self.head)

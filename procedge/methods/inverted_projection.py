@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry, resize_to
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry, resize_to
 from procedge.models.teacher import TeacherOutput
 
 
@@ -52,6 +52,3 @@ class InvertedProjection(DistillMethod):
             teacher_map = resize_to(teacher.stages[-1].float(), student.final.shape[-2:])
             proj = F.mse_loss(self.projector(teacher_map), student.final)
         return {"ce": F.cross_entropy(self.head(pooled), labels), "proj": proj}
-
-    def deploy_head(self) -> nn.Module:
-        return PooledClassifier(head=self.head)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry
 from procedge.models.teacher import TeacherOutput
 
 
@@ -22,7 +22,4 @@ class NoDistillation(DistillMethod):
         return {"ce": 1.0}
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"ce": F.cross_entropy(self.head(student.final.mean((2, 3))), labels)}
-
-    def deploy_head(self) -> nn.Module:
-        return PooledClassifier(head=self.head)
+        return {"ce": F.cross_entropy(self.classify(student.final), labels)}

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from procedge.errors import ProcedgeError
-from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.transport import class_cost_matrix, class_means, entropic_ot_loss
 
@@ -47,9 +47,6 @@ class OptimalTransportKD(DistillMethod):
         return {"ce": self.config.w_ce, "ot": self.config.w_ot}
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.head(student.final.mean((2, 3)))
+        logits = self.classify(student.final)
         transport = entropic_ot_loss(teacher.logits.float().softmax(1), logits.softmax(1), self.cost, self.config.eps, self.config.iterations)
         return {"ce": F.cross_entropy(logits, labels), "ot": transport}
-
-    def deploy_head(self) -> nn.Module:
-        return PooledClassifier(head=self.head)

@@ -36,7 +36,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from procedge.errors import ProcedgeError
-from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry, resize_to, standardise
+from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry, resize_to, standardise
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 
 
@@ -196,13 +196,10 @@ class PAT(DistillMethod):
         g = self.config.grid
         aligned = self._aligned(student.stages or [student.final])
         feat = sum(hierarchical_mse(s, resize_to(standardise(t.float()), (g, g))) for s, t in zip(aligned, teacher.stages)) / len(aligned)
-        terms = {"ce": F.cross_entropy(self.head(student.final.mean((2, 3))), labels), "feat": feat}
+        terms = {"ce": F.cross_entropy(self.classify(student.final), labels), "feat": feat}
         if self.config.prompts:
             plain = getattr(teacher, "plain_logits", None)
             if plain is None:
                 raise ProcedgeError("pat with prompts needs the live teacher (teacher_forward), not cached teacher outputs")
             terms["prompt"] = F.kl_div(F.log_softmax(teacher.logits.float(), 1), F.softmax(plain.float(), 1), reduction="batchmean")
         return terms
-
-    def deploy_head(self) -> nn.Module:
-        return PooledClassifier(head=self.head)

@@ -135,20 +135,17 @@ class ProcKD(DistillMethod):
         weights = {"s": c.w_s, "t": c.w_t, "a": c.w_a, "kl": c.w_kl, "loc": c.w_loc}
         return weights | ({"feat": c.w_feat} if c.w_feat > 0 else {})
 
-    def _classify(self, feature_map: torch.Tensor) -> torch.Tensor:
-        return self.head(feature_map.mean((2, 3)))
-
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         x_s = self.phi_s(student.final)
         h_t = self.plm(self.phi_t(teacher.stages), self.prototypes)
         with frozen_running_stats(self.tafa):  # the deployed BN statistics come from the student path only
             z_t, assign_t = self.tafa(h_t, self.prototypes)
         z_a, assign_s = self.tafa(x_s, self.prototypes)
-        logits_t, logits_a = self._classify(z_t), self._classify(z_a)
+        logits_t, logits_a = self.classify(z_t), self.classify(z_a)
         temp = self.config.kd_temperature
         target_assign = resize_to(assign_t.detach(), assign_s.shape[-2:])
         terms = {
-            "s": F.cross_entropy(self._classify(x_s), labels),
+            "s": F.cross_entropy(self.classify(x_s), labels),
             "t": F.cross_entropy(logits_t, labels),
             "a": F.cross_entropy(logits_a, labels),
             "kl": F.kl_div(F.log_softmax(logits_a / temp, 1), F.softmax(logits_t.detach() / temp, 1), reduction="batchmean") * temp**2,
