@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/procedge distill --target $(TARGET) --out $(RUN) --overwrite
-	$(VENV)/bin/procedge export --run $(RUN) --format openvino
+	$(VENV)/bin/procedge export --run $(RUN)
 	$(VENV)/bin/procedge export --run $(RUN) --format openvino --precision int8
 	$(VENV)/bin/procedge export --run $(RUN) --format ort
 	$(VENV)/bin/procedge export --run $(RUN) --format ort --precision int8

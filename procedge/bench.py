@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, Runner, artifact, backend_registry, read_manifest
+from procedge.export.base import VARIANTS, Runner, backend_registry, read_manifest
+from procedge.io import read_json
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.targets import Hardware
@@ -168,11 +170,13 @@ class BenchRow:
 
 
 def discover_exports(run: RunDir, formats: list[str] | None) -> list[tuple[str, str, Path]]:
+    """Every finished export (manifest.json) and device kit (engines still to be built on the device)."""
     found = []
-    for manifest in sorted(run.exports.glob("*/*/manifest.json")):
-        fmt, precision = manifest.parent.parent.name, manifest.parent.name
-        if formats is None or fmt in formats:
-            found.append((fmt, precision, manifest.parent))
+    for directory in sorted(run.exports.glob("*/*")):
+        fmt, precision = directory.parent.name, directory.name
+        finished = (directory / "manifest.json").exists() or (directory / "device_kit.json").exists()
+        if finished and (formats is None or fmt in formats):
+            found.append((fmt, precision, directory))
     return found
 
 
@@ -199,6 +203,24 @@ def _pytorch_runners(run: RunDir) -> dict:
     return {v: (torch_runner(net), settings) for v, net in nets.items()}
 
 
+class NotBuiltHere(ProcedgeError):
+    """A device kit: the export is finished on the device (TensorRT engines), so this machine has nothing to time."""
+
+
+def _load_export(directory: Path, variant: str, runtime) -> tuple[Runner, dict, float]:
+    """Runner, runtime settings and size (MB) of one exported model; a device kit explains what to run instead."""
+    kit = directory / "device_kit.json"
+    if not (directory / "manifest.json").exists() and kit.exists():
+        raise NotBuiltHere(f"run `{read_json(kit)['on_device']}` on the device")
+    manifest = read_manifest(directory)
+    backend = backend_registry.get(manifest["format"])()
+    backend.check_available()
+    path = directory / manifest["files"][variant]["file"]
+    backend.check_compatible(manifest, path)
+    runner, settings = backend.load(path, manifest["precision"], runtime)
+    return runner, settings, manifest["files"][variant]["bytes"] / 1e6
+
+
 def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPolicy = TimingPolicy(),
               threads: int | None = None) -> dict:
     """Bench every export found (and PyTorch eager unless formats exclude it); returns the report dict."""
@@ -216,6 +238,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     costs = read_manifest(onnx_manifest.parent)["layer_costs"] if onnx_manifest.exists() else None
     host = host_hardware() if _installed("onnxruntime") and _installed("onnx") else None
 
+    runtime = config.target.runtime.model_copy(update={"threads": threads})  # the target's providers; threads: the runtime's or --threads
     jobs: list[tuple[str, str, object]] = []  # (format, precision, loader)
     if want_pytorch:
         jobs.append(("pytorch", "fp32", None))
@@ -228,7 +251,6 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
         for fmt, precision, directory in jobs:
             timed: dict[str, tuple[Runner, np.ndarray]] = {}
             format_rows = {}
-            manifest = read_manifest(directory) if directory is not None else None
             for variant in VARIANTS:
                 row = format_rows[variant] = BenchRow(variant, fmt, precision)
                 try:
@@ -236,9 +258,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                         pytorch = pytorch or _pytorch_runners(run)
                         runner, row.settings = pytorch[variant]
                     else:
-                        backend = backend_registry.get(fmt)()
-                        runner, row.settings = backend.load(artifact(directory, variant, backend), precision, threads)
-                        row.size_mb = manifest["files"][variant]["bytes"] / 1e6
+                        runner, row.settings, row.size_mb = _load_export(directory, variant, runtime)
                     images = heldout["teacher" if variant == "teacher" else "student"]
                     row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
                     timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)
@@ -246,11 +266,13 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                         execution = "fp16" if precision == "fp16" else "fp32"
                         row.predicted_host_ms = predict_ms(costs[variant], host, "fp32") if host else None
                         row.predicted_target_ms = predict_ms(costs[variant], config.target.hardware, execution)
+                except NotBuiltHere as exc:
+                    row.status, row.reason = "not built", str(exc)
                 except ProcedgeError as exc:
                     row.status, row.reason = "failed", str(exc)
                 except Exception as exc:  # a runtime's own failure is a table row, not a crash
                     row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            for variant, stats in measure_latency(timed, policy).items():
+            for variant, stats in (measure_latency(timed, policy) if timed else {}).items():
                 format_rows[variant].latency = stats
             rows += format_rows.values()
             if "student" in timed and "student_noaug" in timed:
@@ -275,7 +297,7 @@ def device_state(host: Hardware | None) -> dict:
     import importlib.metadata as md
 
     versions = {}
-    for package in ("procedge", "numpy", "onnxruntime", "openvino", "torch", "timm", "onnx"):
+    for package in ("procedge", "numpy", "onnxruntime", "openvino", "nncf", "tensorrt", "torch", "timm", "onnx"):
         try:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
@@ -293,4 +315,23 @@ def device_state(host: Hardware | None) -> dict:
         "python": platform.python_version(),
         "versions": versions,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        **({"jetson": jetson} if (jetson := jetson_state()) else {}),
     }
+
+
+def jetson_state() -> dict | None:
+    """On a Jetson: the module (device tree) and the power mode (`nvpmodel -q`) the numbers were taken in."""
+    try:
+        model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    except OSError:
+        return None
+    if "jetson" not in model.lower():
+        return None
+    state = {"model": model, "power_mode": "unknown (nvpmodel not found)"}
+    try:
+        query = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
+        mode = next((line.split(":", 1)[1].strip() for line in query.stdout.splitlines() if "Power Mode" in line), None)
+        state["power_mode"] = mode or f"unknown (nvpmodel -q said: {query.stdout.strip() or query.stderr.strip()})"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        state["power_mode"] = f"unknown (nvpmodel -q failed: {exc})"
+    return state

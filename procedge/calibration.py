@@ -35,9 +35,10 @@ def load_recipe(path: Path = RECIPES_DIR / "default.yaml") -> CalibrationRecipe:
 
 
 def _choose(labels: np.ndarray, count: int, recipe: CalibrationRecipe) -> np.ndarray:
+    """`count` distinct indices in draw order: any prefix of a stratified draw is itself stratified."""
     rng = np.random.default_rng(recipe.seed)
     if not recipe.stratified:
-        return np.sort(rng.choice(len(labels), count, replace=False))
+        return rng.choice(len(labels), count, replace=False)
     classes = np.unique(labels)
     per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     chosen, turn = [], 0
@@ -47,53 +48,69 @@ def _choose(labels: np.ndarray, count: int, recipe: CalibrationRecipe) -> np.nda
         if taken < len(pool):
             chosen.append(pool[taken])
         turn += 1
-    return np.sort(np.asarray(chosen))
+    return np.asarray(chosen)
 
 
-def calibration_set(run: RunDir, size: int | None = None, recipe: CalibrationRecipe | None = None) -> dict[str, np.ndarray]:
-    """The run's calibration images (uint8, `student` and `teacher` input sizes); built once, then reused."""
+def calibration_set(run: RunDir, size: int | None = None, recipe: CalibrationRecipe | None = None,
+                    validation: int = 0) -> dict[str, np.ndarray]:
+    """The run's calibration images (uint8, `student` and `teacher` input sizes, `labels`); built once, then reused.
+
+    With `validation`, also that many further training images, disjoint from the calibration ones
+    (`val_student`, `val_teacher`, `val_labels`), for accuracy-controlled quantization."""
     from procedge.config import RunConfig
 
     recipe = recipe or load_recipe()
     if size is not None:
         recipe = recipe.model_copy(update={"size": size})
     config = RunConfig.load(run.config)
-    key = hashlib.sha256(json.dumps([recipe.model_dump(), str(config.data.root), config.data.val_fraction, config.train.seed,
-                                     config.student.input_size, config.teacher.input_size]).encode()).hexdigest()[:16]
+    key_fields = [recipe.model_dump(), str(config.data.root), config.data.val_fraction, config.train.seed,
+                  config.student.input_size, config.teacher.input_size] + ([validation] if validation else [])
+    key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:16]
     directory = run.path / "calibration"
     path, manifest_path = directory / f"{key}.npz", directory / f"{key}.json"
     if path.exists() and manifest_path.exists():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    return _build(run, config, recipe, path, manifest_path)
+    return _build(run, config, recipe, validation, path, manifest_path)
 
 
-def _build(run: RunDir, config, recipe: CalibrationRecipe, path: Path, manifest_path: Path) -> dict[str, np.ndarray]:
+def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path: Path, manifest_path: Path) -> dict[str, np.ndarray]:
     import torch
 
     from procedge.data import load_task_data, to_model_input
 
+    if config.data.root is not None and not Path(config.data.root).is_dir():
+        raise ProcedgeError(f"INT8 needs calibration images from the run's training data, {config.data.root}, which is not there; "
+                            f"restore it (or copy {run.path / 'calibration'} from the machine that has it) and retry")
     data = load_task_data(config.data.root, max(config.teacher.input_size, config.student.input_size),
                           config.data.val_fraction, config.train.seed)
-    available = len(data.train)
+    available = len(data.train) - validation
     if recipe.size > available:
-        raise ProcedgeError(f"calibration size {recipe.size} is larger than the {available} training images; pass --calib-size {available} or less")
-    index = _choose(data.train.labels.numpy(), recipe.size, recipe)
-    images = data.train.images[torch.from_numpy(index)]
-    arrays = {
-        "student": to_model_input(images, config.student.input_size).mul(255).round().to(torch.uint8).numpy(),
-        "teacher": to_model_input(images, config.teacher.input_size).mul(255).round().to(torch.uint8).numpy(),
-        "labels": data.train.labels[torch.from_numpy(index)].numpy(),
-    }
+        raise ProcedgeError(f"calibration size {recipe.size} is larger than the {available} training images available"
+                            f"{' besides the accuracy-control ones' if validation else ''}; pass --calib-size {available} or less")
+    drawn = _choose(data.train.labels.numpy(), recipe.size + validation, recipe)
+    arrays = {}
+    for prefix, index in (("", np.sort(drawn[:recipe.size])), ("val_", np.sort(drawn[recipe.size:]))):
+        if not len(index):
+            continue
+        images = data.train.images[torch.from_numpy(index)]
+        arrays.update({
+            f"{prefix}student": to_model_input(images, config.student.input_size).mul(255).round().to(torch.uint8).numpy(),
+            f"{prefix}teacher": to_model_input(images, config.teacher.input_size).mul(255).round().to(torch.uint8).numpy(),
+            f"{prefix}labels": data.train.labels[torch.from_numpy(index)].numpy(),
+        })
+        if not prefix:
+            content_sha256 = hashlib.sha256(images.numpy().tobytes()).hexdigest()
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     write_json(manifest_path, {
         "recipe": recipe.model_dump(),
         "source": data.source,
         "split": "train (the held-out split is never used)",
-        "count": int(len(index)),
+        "count": int(recipe.size),
+        "accuracy_control_images": validation,
         "per_class": np.bincount(arrays["labels"], minlength=len(data.classes)).tolist(),
-        "content_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+        "content_sha256": content_sha256,
         "preprocessing": {"student_input": config.student.input_size, "teacher_input": config.teacher.input_size,
                           "resize": "bilinear, antialiased", "range": "uint8 0-255, divided by 255 at use; normalisation is in the graph"},
     })

@@ -139,19 +139,25 @@ def assess(data, teachers, input_size, max_images, seed, out):
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory written by `procedge distill`.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True, help="Export format.")
-@click.option("--precision", type=click.Choice(("fp32", "fp16", "int8")), help="Precision (default: fp32).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Export format (default: the run's target's backend).")
+@click.option("--precision", type=click.Choice(("fp32", "fp16", "int8")),
+              help="Precision (default: the target's precision for its own backend, else fp32).")
 @click.option("--calib-size", type=click.IntRange(min=1), help="INT8 calibration images from the training split (default: calibration/default.yaml).")
-def export(run_dir, fmt, precision, calib_size):
-    """Export the run's folded student (and the teacher, for comparison) to FORMAT."""
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), help="OpenVINO INT8 only: accuracy-controlled quantization, "
+              "keeping layers in float until top-1 (0-1, on training images outside the calibration set) drops by at most this much.")
+def export(run_dir, fmt, precision, calib_size, max_accuracy_drop):
+    """Export the run's folded student (and the teacher, for comparison) to FORMAT.
+
+    --format trt builds TensorRT engines where TensorRT and a GPU are present; elsewhere it writes the ONNX
+    (with Q/DQ for int8) and a build script to finish on the device."""
     from procedge.export import export_run
 
-    export_run(run_dir, fmt, precision, calib_size)
+    export_run(run_dir, fmt, precision, calib_size, max_accuracy_drop)
 
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory with exports.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(("pytorch",) + FORMATS[:-1]), help="Only these formats (repeatable). Default: every export found, plus PyTorch eager.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(("pytorch",) + FORMATS), help="Only these formats (repeatable). Default: every export found, plus PyTorch eager.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the runtime's own choice).")
 @click.option("--quick", is_flag=True, help="Shorter timing (50 runs / 0.5 s per row), for smoke tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")

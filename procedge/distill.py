@@ -199,6 +199,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         "classes": data.classes,
         "history": history,
         "processes": distributed.world_size(),
+        "device": distributed.device_name(),
         "wall_seconds": time.perf_counter() - started,
     }
     with atomic_path(run.student) as tmp:

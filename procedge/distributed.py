@@ -26,6 +26,14 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def device_name() -> str:
+    """What trains, for the run's metrics: e.g. `cuda:0 (NVIDIA H100 80GB HBM3)` or `cpu (2 threads)`."""
+    here = device()
+    if here.type == "cuda":
+        return f"{here} ({torch.cuda.get_device_name(here)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def init() -> None:
     """Join the process group torchrun describes in the environment (NCCL on GPUs, gloo on CPUs)."""
     if world_size() > 1 and not dist.is_initialized():

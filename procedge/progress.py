@@ -26,4 +26,4 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
 
 def info(message: str) -> None:
     if not os.environ.get("PROCEDGE_QUIET"):
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, soft_wrap=True)  # one line, however long

@@ -30,7 +30,7 @@ def _cells(row: dict, rows: list[dict]) -> list[str]:
     def num(value, fmt):
         return format(value, fmt) if value is not None else "-"
 
-    status = row["status"] if row["status"] == "ok" else f"FAILED: {row['reason']}"
+    status = {"ok": "ok", "failed": f"FAILED: {row['reason']}"}.get(row["status"], f"{row['status']}: {row['reason']}")
     return [
         row["model"], row["format"], row["precision"], status,
         num(row["accuracy"] * 100 if row["accuracy"] is not None else None, ".2f"),
@@ -44,10 +44,11 @@ def _cells(row: dict, rows: list[dict]) -> list[str]:
 
 
 def rows_below(report: dict, min_accuracy: float) -> list[str]:
-    """Deployed-student rows that failed or score under `min_accuracy` (for users' CI gates)."""
+    """Deployed-student rows that failed or score under `min_accuracy` (for users' CI gates); engines left
+    to build on the device (`not built`) are not measured here and not counted."""
     out = []
     for row in report["rows"]:
-        if row["model"] != "student":
+        if row["model"] != "student" or row["status"] == "not built":
             continue
         name = f"{row['format']} {row['precision']}"
         if row["status"] != "ok":
@@ -95,7 +96,7 @@ def render(report: dict, console: Console | None = None) -> None:
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("model", "format", "prec", "status") else "right")
     for row in report["rows"]:
-        table.add_row(*_cells(row, report["rows"]), style=None if row["status"] == "ok" else "red")
+        table.add_row(*_cells(row, report["rows"]), style={"ok": None, "failed": "red"}.get(row["status"], "yellow"))
     console.print(table)
     for line in summarize(report):
         console.print(f"  {line}", highlight=False)

@@ -72,3 +72,18 @@ def trained_run(tmp_path_factory) -> Path:
     config, sizing = resolve_config("intel-cpu", student="resnet10t", epochs=1, teacher_size=64, student_size=64)
     distill(config, out, sizing)
     return out
+
+
+@pytest.fixture
+def custom_op_onnx(tmp_path) -> Path:
+    """custom.onnx: Relu, then an op from a private domain that no runtime knows (node fancy_pool_1)."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["input"], ["r"], name="relu_0"),
+             helper.make_node("FancyPool", ["r"], ["logits"], name="fancy_pool_1", domain="com.example")]
+    graph = helper.make_graph(nodes, "custom", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)], ir_version=8)
+    path = tmp_path / "custom.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -97,14 +97,18 @@ def test_resume_with_nothing_to_resume(tmp_path):
     assert_one_line_error(run_cli("distill", "--target", "arm64", "--resume", "--out", tmp_path / "r"), "nothing to resume")
 
 
-@pytest.mark.parametrize("fmt, precision, fragment", [("trt", None, "--format trt"), ("onnx", "int8", "supports --precision fp32"),
-                                                      ("ort", "fp16", "supports --precision fp32, int8")])
-def test_formats_and_precisions_not_available(tmp_path, fmt, precision, fragment):
+@pytest.mark.parametrize("args, fragment", [
+    (["--format", "onnx", "--precision", "int8"], "supports --precision fp32"),
+    (["--format", "ort", "--precision", "fp16"], "supports --precision fp32, int8"),
+    (["--format", "ort", "--precision", "int8", "--max-accuracy-drop", "0.01"], "--max-accuracy-drop applies to --precision int8 with --format openvino"),
+    (["--format", "openvino", "--max-accuracy-drop", "0.01"], "--max-accuracy-drop applies to --precision int8"),
+    ([], "run config"),  # the default format is the run's target's, read from its config
+])
+def test_formats_and_precisions_not_available(tmp_path, args, fragment):
     out = tmp_path / "r"
     out.mkdir()
     (out / "student.pt").write_bytes(b"")
-    args = ["export", "--run", out, "--format", fmt] + (["--precision", precision] if precision else [])
-    assert_one_line_error(run_cli(*args), fragment)
+    assert_one_line_error(run_cli("export", "--run", out, *args), fragment)
 
 
 def test_distill_on_a_user_image_folder_with_augmentation(cifar_small, tmp_path):

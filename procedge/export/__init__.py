@@ -6,5 +6,6 @@ from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_regist
 from procedge.export import onnx as _onnx  # noqa: E402,F401
 from procedge.export import openvino as _openvino  # noqa: E402,F401
 from procedge.export import ort as _ort  # noqa: E402,F401
+from procedge.export import trt as _trt  # noqa: E402,F401
 
 __all__ = ["VARIANTS", "ExportBackend", "Runner", "backend_registry", "export_run"]

@@ -14,6 +14,7 @@ from procedge.io import atomic_dir
 from procedge.progress import info
 from procedge.registry import Registry
 from procedge.run import RunDir
+from procedge.targets import Runtime
 
 # What each export holds: the deployed student (folded augmentation), the same student without the
 # augmentation (the reference for its overhead), and the teacher with its task probe.
@@ -30,6 +31,8 @@ class ExportBackend:
     runtime_module: ClassVar[str]  # what `load` imports
     install_hint: ClassVar[str]
     suffix: ClassVar[str]
+    offers_device_kit: ClassVar[bool] = False
+    accuracy_control: ClassVar[bool] = False
 
     def check_available(self) -> None:
         try:
@@ -37,49 +40,82 @@ class ExportBackend:
         except ImportError as exc:
             raise ProcedgeError(f"{self.name} needs the {self.runtime_module} package: {self.install_hint}") from exc
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None) -> dict:
-        """Write `<variant><suffix>` for every variant into out_dir; return extra manifest fields.
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
+              max_accuracy_drop: float | None = None) -> dict:
+        """Write `artifact_name(variant)` for every variant into out_dir; return extra manifest fields.
 
-        INT8 builds draw their calibration images with `procedge.calibration.calibration_set`."""
+        INT8 builds draw their calibration images with `procedge.calibration.calibration_set`; backends
+        with `accuracy_control` keep the INT8 model within `max_accuracy_drop` of fp32 (top-1, 0-1)."""
         raise NotImplementedError
 
-    def load(self, path: Path, precision: str = "fp32", threads: int | None = None) -> tuple[Runner, dict]:
-        """A batch-1 runner for a model exported at `precision`, and the runtime settings it uses."""
+    def artifact_name(self, variant: str) -> str:
+        """The file `build` writes for `variant`."""
+        return f"{variant}{self.suffix}"
+
+    def prepared_onnx(self, run: RunDir, precision: str) -> Path | None:
+        """A directory already holding the ONNX this backend builds from (so no ONNX export is needed), if any."""
+        return None
+
+    def write_device_kit(self, run: RunDir, precision: str, calib_size: int | None, reason: str) -> Path:
+        """For a runtime that lives only on the device (`offers_device_kit`): with it missing here (`reason`),
+        write what the device needs to finish the export, and return that directory."""
+        raise NotImplementedError
+
+    def check_compatible(self, manifest: dict, path: Path) -> None:
+        """Refuse, in one line, an export this installed runtime cannot load (built by another version or device)."""
+
+    def load(self, path: Path, precision: str = "fp32", runtime: Runtime | None = None) -> tuple[Runner, dict]:
+        """A batch-1 runner for a model exported at `precision`, with the target's runtime settings
+        (threads, execution providers), and the settings it actually uses."""
         raise NotImplementedError
 
 
 backend_registry: Registry[type[ExportBackend]] = Registry("export format")
 
 
-def artifact(out_dir: Path, variant: str, backend: ExportBackend) -> Path:
-    return out_dir / f"{variant}{backend.suffix}"
-
-
-def export_run(run_dir: Path, fmt: str, precision: str | None = None, calib_size: int | None = None) -> Path:
-    """Export a trained run to `fmt`; the format directory appears only when complete. Returns it."""
+def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = None, calib_size: int | None = None,
+               max_accuracy_drop: float | None = None) -> Path:
+    """Export a trained run to `fmt` (default: its target's backend, at the target's precision); the
+    format directory appears only when complete. Returns it."""
     run = RunDir(run_dir).require_trained()
-    if fmt == "trt":
-        raise ProcedgeError(
-            "--format trt is not available yet (TensorRT engines and INT8 come with the TensorRT backend); "
-            "use --format onnx and build the engine on the device with trtexec --onnx=student.onnx --fp16"
-        )
+    if fmt is None:
+        from procedge.config import RunConfig
+
+        target = RunConfig.load(run.config).target
+        fmt, precision = target.backend, precision or target.precision
     if calib_size is not None and precision != "int8":
         raise ProcedgeError("--calib-size applies to --precision int8 only; drop it or add --precision int8")
     backend = backend_registry.get(fmt)()
     precision = precision or "fp32"
     if precision not in backend.precisions:
         raise ProcedgeError(f"{fmt} export supports --precision {', '.join(backend.precisions)} (asked: {precision}); pick one of those")
-    backend.check_available()
-    if fmt != "onnx" and not (run.format_dir("onnx", "fp32") / "manifest.json").exists():
-        export_run(run.path, "onnx", "fp32")
+    if max_accuracy_drop is not None and not (backend.accuracy_control and precision == "int8"):
+        with_control = [name for name in backend_registry.names() if backend_registry.get(name).accuracy_control]
+        raise ProcedgeError(f"--max-accuracy-drop applies to --precision int8 with --format {'/'.join(with_control)}; "
+                            "drop it or use one of those")
+    try:
+        backend.check_available()
+    except ProcedgeError as missing:
+        if not backend.offers_device_kit:
+            raise
+        _ensure_onnx(run, backend, precision, reuse_prepared=False)
+        return backend.write_device_kit(run, precision, calib_size, str(missing))
+    _ensure_onnx(run, backend, precision)
     target = run.format_dir(fmt, precision)
     with atomic_dir(target) as tmp:
-        extra = backend.build(run, precision, tmp, calib_size)
-        files = {v: {"file": artifact(tmp, v, backend).name, "bytes": _size(artifact(tmp, v, backend))} for v in VARIANTS}
+        extra = backend.build(run, precision, tmp, calib_size, max_accuracy_drop)
+        files = {v: {"file": backend.artifact_name(v), "bytes": _size(tmp / backend.artifact_name(v))} for v in VARIANTS}
         manifest = {"format": fmt, "precision": precision, "files": files, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     info(f"exported {fmt} {precision} to {target}")
     return target
+
+
+def _ensure_onnx(run: RunDir, backend: ExportBackend, precision: str, reuse_prepared: bool = True) -> None:
+    """Export the fp32 ONNX first where a backend builds from it (and, with `reuse_prepared`, has no prepared ONNX of its own)."""
+    prepared = reuse_prepared and backend.prepared_onnx(run, precision) is not None
+    if backend.name != "onnx" and not prepared and not (run.format_dir("onnx", "fp32") / "manifest.json").exists():
+        export_run(run.path, "onnx", "fp32")
 
 
 def _size(path: Path) -> int:

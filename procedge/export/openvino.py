@@ -1,37 +1,96 @@
 """OpenVINO: IR (xml + bin) converted from the ONNX export and checked to compile for the CPU plugin.
 
-fp32; fp16 (compressed weights); int8 by NNCF post-training quantization on the run's calibration set.
+fp32; fp16 (compressed weights); int8 by NNCF post-training quantization on the run's calibration set,
+optionally accuracy-controlled (`--max-accuracy-drop`).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from procedge.errors import ProcedgeError
 from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.export.onnx import located_error
 from procedge.run import RunDir
+from procedge.targets import Runtime
+
+ACCURACY_CONTROL_IMAGES = 300  # training images (disjoint from calibration) that --max-accuracy-drop is checked on
 
 
-def convert(onnx_path: Path, out_xml: Path, precision: str, calibration: list[np.ndarray] | None = None) -> None:
-    """ONNX -> IR at `precision` (int8: NNCF post-training quantization on `calibration`), then a CPU compile check."""
+def convert(onnx_path: Path, out_xml: Path, precision: str, quantizer: Callable | None = None) -> None:
+    """ONNX -> IR at `precision` (int8: `quantizer(model)` returns the NNCF-quantized model), then a CPU compile check."""
     import openvino as ov
+    from openvino.frontend import OpConversionFailure
 
     try:
         model = ov.convert_model(str(onnx_path))
-        if precision == "int8":
-            import nncf
-
-            model = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE)
+        if quantizer is not None:
+            model = quantizer(model)
         ov.save_model(model, str(out_xml), compress_to_fp16=precision == "fp16")
         ov.Core().compile_model(str(out_xml), "CPU")  # fail here, not on the device
-    except RuntimeError as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ProcedgeError(f"OpenVINO cannot convert or compile {onnx_path.name} for CPU: {first[:300]}; "
-                            "check the op against OpenVINO's supported ONNX ops") from exc
+    except (RuntimeError, OpConversionFailure) as exc:
+        raise ProcedgeError(f"OpenVINO cannot convert or compile {onnx_path.name} for CPU: {located_error(exc, onnx_path)}; "
+                            "replace that op or check it against OpenVINO's supported ONNX ops") from exc
+
+
+def nncf_quantizer(calibration: list[np.ndarray], validation: tuple[list[np.ndarray], np.ndarray] | None, max_drop: float | None,
+               record: dict) -> Callable:
+    """NNCF post-training INT8 (performance preset, bias correction); with `max_drop`, accuracy-controlled:
+    layers whose quantization costs the most accuracy on `validation` go back to float until the drop is
+    within bounds. `record` receives the validation top-1 before and after and the layers kept in float."""
+    import nncf
+
+    def quantize(model):
+        calibration_data = nncf.Dataset(calibration)
+        if max_drop is None:
+            return nncf.quantize(model, calibration_data, subset_size=len(calibration), preset=nncf.QuantizationPreset.PERFORMANCE)
+        import openvino as ov
+        from nncf.common.logging import nncf_logger
+
+        items = list(zip(*validation))
+        messages = _Messages()
+        nncf_logger.addHandler(messages)
+        try:
+            quantized = nncf.quantize_with_accuracy_control(
+                model, calibration_data, nncf.Dataset(items, lambda item: item[0]), _top1,
+                max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration),
+                preset=nncf.QuantizationPreset.PERFORMANCE)
+        finally:
+            nncf_logger.removeHandler(messages)
+        core, f32 = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32"}  # as bench runs them (else bf16 on capable CPUs)
+        record.update({"validation_top1_fp32": _top1(core.compile_model(model, "CPU", f32), items)[0],
+                       "validation_top1_int8": _top1(core.compile_model(quantized, "CPU", f32), items)[0],
+                       "kept_in_float": messages.reverted()})
+        return quantized
+
+    return quantize
+
+
+class _Messages(logging.Handler):
+    """Collects NNCF's log lines, to read which layers accuracy control put back in float."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def reverted(self) -> list[str]:
+        final = [line for line in self.lines if "were reverted back to the floating-point precision" in line]
+        return [name.strip() for name in final[-1].splitlines()[1:] if name.strip()] if final else []
+
+
+def _top1(compiled, items) -> tuple[float, list[float]]:
+    """Top-1 on (image, label) items, with each item's 0/1 result (NNCF ranks layers by these)."""
+    output = compiled.output(0)
+    hits = [float(np.argmax(compiled(x)[output]) == label) for x, label in items]
+    return float(np.mean(hits)), hits
 
 
 @backend_registry.register("openvino")
@@ -41,11 +100,13 @@ class OpenVinoBackend(ExportBackend):
     runtime_module = "openvino"
     install_hint = "pip install openvino"
     suffix = ".xml"
+    accuracy_control = True
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None) -> dict:
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
+              max_accuracy_drop: float | None = None) -> dict:
         import openvino as ov
 
-        extra = {}
+        extra, quantizers = {}, {v: None for v in VARIANTS}
         if precision == "int8":
             try:
                 import nncf
@@ -53,24 +114,39 @@ class OpenVinoBackend(ExportBackend):
                 raise ProcedgeError("OpenVINO INT8 needs NNCF: pip install nncf") from exc
             from procedge.calibration import calibration_set, float_batches
 
-            calibration = calibration_set(run, calib_size)
+            validation_size = ACCURACY_CONTROL_IMAGES if max_accuracy_drop is not None else 0
+            calibration = calibration_set(run, calib_size, validation=validation_size)
             extra = {"calibration_images": int(len(calibration["labels"])), "nncf": nncf.__version__,
                      "quantization": "NNCF post-training, performance preset (symmetric), bias correction"}
+            if max_accuracy_drop is not None:
+                extra["accuracy_control"] = {"max_drop": max_accuracy_drop, "validation_images": int(len(calibration["val_labels"])),
+                                             "validation_split": "train, disjoint from the calibration images"}
+            for variant in VARIANTS:
+                images = "teacher" if variant == "teacher" else "student"
+                validation = (float_batches(calibration[f"val_{images}"]), calibration["val_labels"]) if max_accuracy_drop is not None else None
+                record = extra["accuracy_control"].setdefault(variant, {}) if max_accuracy_drop is not None else {}
+                quantizers[variant] = nncf_quantizer(float_batches(calibration[images]), validation, max_accuracy_drop, record)
         for variant in VARIANTS:
-            batches = None
-            if precision == "int8":
-                batches = float_batches(calibration["teacher" if variant == "teacher" else "student"])
-            convert(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.xml", precision, batches)
+            convert(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.xml", precision, quantizers[variant])
         core = ov.Core()
         return {"openvino": ov.get_version(), "compiled_for": core.get_property("CPU", "FULL_DEVICE_NAME"), **extra}
 
-    def load(self, path: Path, precision: str = "fp32", threads: int | None = None) -> tuple[Runner, dict]:
+    def check_compatible(self, manifest: dict, path: Path) -> None:
         import openvino as ov
 
+        built, here = manifest.get("openvino", ""), ov.get_version()
+        if _release(built) > _release(here):
+            raise ProcedgeError(f"{path.name} was converted by OpenVINO {built.split('-')[0]}, newer than the installed {here.split('-')[0]}; "
+                                f"pip install 'openvino>={built.split('-')[0]}' or export again with this one")
+
+    def load(self, path: Path, precision: str = "fp32", runtime: Runtime | None = None) -> tuple[Runner, dict]:
+        import openvino as ov
+
+        runtime = runtime or Runtime()
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        if runtime.threads:
+            config["INFERENCE_NUM_THREADS"] = runtime.threads
         if precision in ("fp32", "int8"):  # float parts in f32; otherwise the plugin may pick bf16 on capable CPUs
             config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = core.compile_model(str(path), "CPU", config)
@@ -87,3 +163,9 @@ class OpenVinoBackend(ExportBackend):
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
         }
         return run, settings
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """`2026.4.1-20500-abc` -> (2026, 4, 1); unreadable -> ()."""
+    match = re.match(r"(\d+(?:\.\d+)*)", version)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()

@@ -1,0 +1,328 @@
+"""TensorRT (Jetson, NVIDIA GPUs): engines built through the TensorRT Python API from the run's ONNX.
+
+fp32; fp16; int8 by explicit quantization: the ONNX carries symmetric Q/DQ nodes calibrated on the run's
+calibration set (TensorRT's implicit-calibrator API is deprecated), and TensorRT runs those layers in int8.
+An engine only loads on the TensorRT version and GPU that built it, so each file is named and stamped
+with both, and bench refuses one built elsewhere. A timing cache per TensorRT version and GPU makes
+rebuilds fast. Where TensorRT or a GPU is missing (a CPU build machine), `export` writes a device kit
+instead: the ONNX files it would build from, a trtexec build script, and the one command to run on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import weakref
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from procedge.errors import ProcedgeError
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.io import atomic_dir
+from procedge.progress import info
+from procedge.run import RunDir
+from procedge.targets import Runtime
+
+WORKSPACE_BYTES = 1 << 30
+KIT_FILE = "device_kit.json"
+BUILD_SCRIPT = "build_engines.sh"
+SOURCE_FIELDS = ("onnx_source", "quantization", "calibration_images", "qdq_accuracy_onnxruntime")
+TRTEXEC_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}  # int8: Q/DQ layers in int8, the rest fp16
+
+
+def _cudart():
+    """CUDA runtime bindings from cuda-python (module path of 12.6+, then the older one)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        from cuda import cudart as runtime
+    return runtime
+
+
+def _cuda(result, what: str):
+    """Unpack a cuda-python call's (error, value...) tuple; raise a one-line error on failure."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        raise ProcedgeError(f"CUDA {what} failed ({error}); check the GPU driver with nvidia-smi (or tegrastats on Jetson)")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_identity() -> dict:
+    """Name and compute capability of GPU 0, as CUDA reports them."""
+    cudart = _cudart()
+    props = _cuda(cudart.cudaGetDeviceProperties(0), "device query")
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return {"gpu": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}"}
+
+
+def build_stamp() -> dict:
+    """What an engine is bound to: this TensorRT version and this GPU."""
+    import tensorrt as trt
+
+    return {"tensorrt": trt.__version__, **gpu_identity()}
+
+
+def engine_file_name(variant: str, stamp: dict) -> str:
+    """e.g. `student.trt10.3.0.sm87.orin.engine`: the version and GPU an engine needs, in its name."""
+    gpu = re.sub(r"[^a-z0-9]+", "-", stamp["gpu"].lower().replace("nvidia", "")).strip("-")
+    return f"{variant}.trt{stamp['tensorrt']}.sm{stamp['compute_capability'].replace('.', '')}.{gpu}.engine"
+
+
+def stamp_mismatch(built: dict, here: dict) -> str | None:
+    """Why an engine stamped `built` cannot load here (None when it can)."""
+    differences = [f"{key} {built.get(key)} (here {here[key]})" for key in ("tensorrt", "gpu", "compute_capability")
+                   if built.get(key) != here[key]]
+    return ", ".join(differences) or None
+
+
+def timing_cache_path(stamp: dict) -> Path:
+    root = Path(os.environ.get("PROCEDGE_CACHE_DIR", Path.home() / ".cache" / "procedge")) / "tensorrt"
+    return root / engine_file_name("timing", stamp).replace(".engine", ".cache")
+
+
+def _logger():
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def build_engine(onnx_path: Path, precision: str, cache_path: Path) -> bytes:
+    """Parse `onnx_path` and build a serialized engine at `precision`, reading and updating the timing cache."""
+    import tensorrt as trt
+
+    logger = _logger()
+    builder = trt.Builder(logger)
+    explicit_batch = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(explicit_batch)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise ProcedgeError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {_parser_error(parser)}; "
+                            "replace that op in the model or add a TensorRT plugin for it")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # scales come from the Q/DQ nodes in the ONNX
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ProcedgeError(f"TensorRT could not build an engine from {onnx_path.name} at {precision}; "
+                            "the builder's log above names the layer")
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    os.replace(tmp, cache_path)
+    return bytes(memoryview(serialized))
+
+
+def _parser_error(parser) -> str:
+    """The first ONNX-parser error, naming the node and its op where the parser says."""
+    error = parser.get_error(0)
+    where = []
+    for label, getter in (("node", "node_name"), ("op", "node_operator")):  # TensorRT 10; older ones give only node()
+        value = getattr(error, getter, lambda: "")()
+        if value:
+            where.append(f"{label} {value}")
+    if not where:
+        where.append(f"node #{error.node()}")
+    return f"{' '.join(where)}: {error.desc()}"
+
+
+class CudaStream:
+    """One CUDA stream with device allocations and host <-> device copies on it (cuda-python), freed with it."""
+
+    def __init__(self):
+        self._cudart = cudart = _cudart()
+        self.handle = _cuda(cudart.cudaStreamCreate(), "stream creation")
+        self._allocations: list[int] = []
+        weakref.finalize(self, _release, cudart, self._allocations, self.handle)
+
+    def allocate(self, nbytes: int) -> int:
+        pointer = _cuda(self._cudart.cudaMalloc(nbytes), "allocation")
+        self._allocations.append(pointer)
+        return pointer
+
+    def upload(self, device: int, host: np.ndarray) -> None:
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _cuda(self._cudart.cudaMemcpyAsync(device, host.ctypes.data, host.nbytes, kind, self.handle), "copy to the GPU")
+
+    def download(self, host: np.ndarray, device: int) -> None:
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _cuda(self._cudart.cudaMemcpyAsync(host.ctypes.data, device, host.nbytes, kind, self.handle), "copy from the GPU")
+
+    def synchronize(self) -> None:
+        _cuda(self._cudart.cudaStreamSynchronize(self.handle), "synchronize")
+
+
+def _release(cudart, allocations: list[int], stream) -> None:
+    for pointer in allocations:
+        cudart.cudaFree(pointer)
+    cudart.cudaStreamDestroy(stream)
+
+
+class EngineRunner:
+    """Batch-1 inference of one engine: a device buffer per I/O tensor, one stream, execute_async_v3."""
+
+    def __init__(self, engine_bytes: bytes, name: str):
+        import tensorrt as trt
+
+        self._runtime = trt.Runtime(_logger())
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self._engine is None:
+            raise ProcedgeError(f"TensorRT {trt.__version__} cannot load {name} (built by another TensorRT or for another GPU); "
+                                "rebuild it on this device with procedge export --format trt")
+        self._context = self._engine.create_execution_context()
+        self._stream = CudaStream()
+        self._inputs, self._outputs = [], []
+        for index in range(self._engine.num_io_tensors):
+            tensor = self._engine.get_tensor_name(index)
+            host = np.empty(tuple(self._engine.get_tensor_shape(tensor)), dtype=trt.nptype(self._engine.get_tensor_dtype(tensor)))
+            device = self._stream.allocate(host.nbytes)
+            self._context.set_tensor_address(tensor, device)
+            is_input = self._engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT
+            (self._inputs if is_input else self._outputs).append((host, device))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        host, device = self._inputs[0]
+        np.copyto(host, x, casting="same_kind")
+        self._stream.upload(device, host)
+        if not self._context.execute_async_v3(int(self._stream.handle)):
+            raise ProcedgeError("TensorRT inference failed; the TensorRT log above says why")
+        out, out_device = self._outputs[0]
+        self._stream.download(out, out_device)
+        self._stream.synchronize()
+        return out.astype(np.float32, copy=True)
+
+
+@backend_registry.register("trt")
+class TensorRtBackend(ExportBackend):
+    name = "trt"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    runtime_module = "tensorrt"
+    install_hint = "TensorRT comes with JetPack on Jetson; on an x86 NVIDIA GPU: pip install tensorrt cuda-python"
+    suffix = ".engine"
+    offers_device_kit = True
+
+    def check_available(self) -> None:
+        super().check_available()
+        try:
+            cudart = _cudart()
+        except ImportError as exc:
+            raise ProcedgeError("TensorRT inference needs cuda-python for its GPU buffers: pip install cuda-python") from exc
+        error, count = cudart.cudaGetDeviceCount()
+        if int(error) != 0 or count == 0:
+            raise ProcedgeError("TensorRT needs an NVIDIA GPU and none is visible (CUDA found no device)")
+
+    def artifact_name(self, variant: str) -> str:
+        return engine_file_name(variant, build_stamp())
+
+    def prepared_onnx(self, run: RunDir, precision: str) -> Path | None:
+        """The ONNX a device kit (or an earlier engine build) holds for this precision, if complete."""
+        directory = run.format_dir(self.name, precision)
+        return directory if all((directory / f"{v}.onnx").exists() for v in VARIANTS) else None
+
+    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
+              max_accuracy_drop: float | None = None) -> dict:
+        import tensorrt as trt
+
+        sources = self._write_onnx(run, precision, out_dir, calib_size)
+        stamp = build_stamp()
+        cache = timing_cache_path(stamp)
+        for variant in VARIANTS:
+            engine = build_engine(out_dir / f"{variant}.onnx", precision, cache)
+            (out_dir / engine_file_name(variant, stamp)).write_bytes(engine)
+        _write_build_script(out_dir, precision)
+        return {**stamp, **sources, "timing_cache": str(cache), "builder": {
+            "workspace_bytes": WORKSPACE_BYTES, "flags": [f for f, on in (("FP16", precision != "fp32"), ("INT8", precision == "int8")) if on],
+            "explicit_batch": int(trt.__version__.split(".")[0]) < 10}}
+
+    def write_device_kit(self, run: RunDir, precision: str, calib_size: int | None, reason: str) -> Path:
+        """No TensorRT or GPU here: write what the device needs to build the engines, and say what to run there."""
+        target = run.format_dir(self.name, precision)
+        with atomic_dir(target) as tmp:
+            sources = self._write_onnx(run, precision, tmp, calib_size, reuse_prepared=False)
+            script = _write_build_script(tmp, precision)
+            command = f"procedge export --run {run.path} --format trt --precision {precision}"
+            kit = {"format": "trt", "precision": precision, "status": "engines not built", "reason": reason,
+                   "on_device": command, "or_with_trtexec": f"bash {target / script}", **sources}
+            (tmp / KIT_FILE).write_text(json.dumps(kit, indent=2) + "\n")
+        info(f"no TensorRT engine built here ({reason.split(':')[0]}): wrote the ONNX and {script} to {target}; "
+             f"on the device run `{command}` (or `bash {target / script}`)")
+        return target
+
+    def check_compatible(self, manifest: dict, path: Path) -> None:
+        why = stamp_mismatch(manifest, build_stamp())
+        if why:
+            raise ProcedgeError(f"{path.name} was built for another TensorRT or GPU: {why}; "
+                                f"rebuild it on this device with procedge export --format trt --precision {manifest['precision']}")
+
+    def load(self, path: Path, precision: str = "fp32", runtime: Runtime | None = None) -> tuple[Runner, dict]:
+        import tensorrt as trt
+
+        runner = EngineRunner(path.read_bytes(), path.name)
+        return runner, {"runtime": f"tensorrt {trt.__version__}", **gpu_identity()}
+
+    def _write_onnx(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None, reuse_prepared: bool = True) -> dict:
+        """Put each variant's ONNX (with Q/DQ for int8) in out_dir: from a device kit if there is one (and
+        `reuse_prepared`), else made here from the fp32 export."""
+        prepared = self.prepared_onnx(run, precision) if reuse_prepared else None
+        if prepared is not None:  # a device kit, or the engines built from one: no PyTorch or calibration needed here
+            for variant in VARIANTS:
+                shutil.copy(prepared / f"{variant}.onnx", out_dir / f"{variant}.onnx")
+            record = next((prepared / name for name in (KIT_FILE, "manifest.json") if (prepared / name).exists()), None)
+            recorded = json.loads(record.read_text()) if record else {}
+            return {key: recorded[key] for key in SOURCE_FIELDS if key in recorded}
+        fp32 = run.format_dir("onnx", "fp32")
+        if precision != "int8":
+            for variant in VARIANTS:
+                shutil.copy(fp32 / f"{variant}.onnx", out_dir / f"{variant}.onnx")
+            return {"onnx_source": "export/onnx/fp32"}
+        return _quantize_for_tensorrt(run, fp32, out_dir, calib_size)
+
+
+def _quantize_for_tensorrt(run: RunDir, fp32: Path, out_dir: Path, calib_size: int | None) -> dict:
+    """Symmetric int8 Q/DQ (zero points 0, per-channel weights): the explicit-quantization form TensorRT takes.
+
+    Each quantized graph is checked on the held-out split in ONNX Runtime (CPU), which runs the same Q/DQ
+    arithmetic; the TensorRT engine's own accuracy is measured by `procedge bench` on the device."""
+    from procedge.bench import accuracy
+    from procedge.calibration import calibration_set, float_batches
+    from procedge.export.onnx import ort_runner
+    from procedge.export.ort import quantize_qdq
+
+    calibration = calibration_set(run, calib_size)
+    heldout = run.load_heldout()
+    checked = {}
+    for variant in VARIANTS:
+        images = "teacher" if variant == "teacher" else "student"
+        quantize_qdq(fp32 / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(calibration[images]), symmetric=True)
+        if variant != "student_noaug":
+            runner, _ = ort_runner(out_dir / f"{variant}.onnx")
+            checked[variant] = accuracy(runner, heldout[images], heldout["labels"])
+    return {"onnx_source": "export/onnx/fp32 + Q/DQ", "calibration_images": int(len(calibration["labels"])),
+            "quantization": "static Q/DQ for TensorRT explicit quantization: symmetric int8 activations and per-channel int8 weights, "
+                            "min-max calibration; first convolution and classifier in float",
+            "qdq_accuracy_onnxruntime": checked}
+
+
+def _write_build_script(out_dir: Path, precision: str) -> str:
+    """A trtexec script that builds the same engines on a device without procedge."""
+    lines = ["#!/usr/bin/env bash",
+             f"# Builds this export's TensorRT engines ({precision}) on the device, with TensorRT's trtexec.",
+             "# With procedge installed there, `procedge export --format trt` does the same and stamps the engines for bench.",
+             "set -euo pipefail", 'cd "$(dirname "$0")"',
+             'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+             f"for variant in {' '.join(VARIANTS)}; do",
+             f'  "$TRTEXEC" --onnx="$variant.onnx" --saveEngine="$variant.engine"{TRTEXEC_FLAGS[precision]} '
+             "--timingCacheFile=timing.cache --skipInference",
+             "done", ""]
+    path = out_dir / BUILD_SCRIPT
+    path.write_text("\n".join(lines))
+    path.chmod(0o755)
+    return BUILD_SCRIPT
