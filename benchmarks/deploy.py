@@ -8,7 +8,7 @@ at 224 px on 1,000 of the 1,300 ILSVRC2012 validation images; the other 300 cali
   - procedge's latency measurement vs OpenVINO's own benchmark_app on the same IR (p50);
   - the deployed student with the folded prototype augmentation vs without it.
 
-    python benchmarks/deploy.py --run runs/demo-intel-cpu [--imagenet PATH.tar.gz] [--out FILE.json]
+    python benchmarks/deploy.py --run runs/demo-intel-cpu [--imagenet PATH.tar.gz] [--out FILE.json] [--student-only]
 
 Prints tables and writes JSON. Run `make demo` first (it exports the fp32 and INT8 models).
 """
@@ -209,13 +209,16 @@ def main() -> None:
     parser.add_argument("--imagenet", type=Path, default=DEFAULT_IMAGENET)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "deploy.json")
     parser.add_argument("--benchmark-app-seconds", type=int, default=4)
+    parser.add_argument("--student-only", action="store_true", help="skip the ImageNet teacher section")
     args = parser.parse_args()
     policy = TimingPolicy()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         result = {"device": device_state(host_hardware()), "student": student_section(RunDir(args.run).require_trained(), work, policy)}
-        if args.imagenet.exists():
+        if args.student_only:
+            pass
+        elif args.imagenet.exists():
             result["teacher_imagenet"] = teacher_section(args.imagenet, work, policy)
         else:
             console.print(f"skipping the ImageNet teacher: {args.imagenet} is absent")

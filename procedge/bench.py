@@ -319,17 +319,17 @@ def device_state(host: Hardware | None) -> dict:
     }
 
 
-def jetson_state() -> dict | None:
+def jetson_state(model_file: Path = Path("/proc/device-tree/model"), nvpmodel: str = "nvpmodel") -> dict | None:
     """On a Jetson: the module (device tree) and the power mode (`nvpmodel -q`) the numbers were taken in."""
     try:
-        model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+        model = model_file.read_text().strip("\x00\n ")
     except OSError:
         return None
     if "jetson" not in model.lower():
         return None
     state = {"model": model, "power_mode": "unknown (nvpmodel not found)"}
     try:
-        query = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10)
+        query = subprocess.run([nvpmodel, "-q"], capture_output=True, text=True, timeout=10)
         mode = next((line.split(":", 1)[1].strip() for line in query.stdout.splitlines() if "Power Mode" in line), None)
         state["power_mode"] = mode or f"unknown (nvpmodel -q said: {query.stdout.strip() or query.stderr.strip()})"
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from procedge.errors import ProcedgeError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -39,6 +41,10 @@ def init() -> None:
     if world_size() > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
+            local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local >= gpus:
+                raise ProcedgeError(f"torchrun started more processes per node than the {gpus} visible GPU(s) (local rank {local}); "
+                                    f"use --nproc_per_node={gpus}, or CUDA_VISIBLE_DEVICES= to train on the CPU")
             torch.cuda.set_device(device())
         dist.init_process_group(backend)
 

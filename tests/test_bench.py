@@ -67,3 +67,18 @@ def test_min_accuracy_gate_names_the_rows_below():
     ]}
     assert rows_below(report, 0.95) == ["ort int8 0.9100", "openvino int8 failed"]
     assert rows_below({"rows": report["rows"][:1]}, 0.95) == []
+
+
+def test_jetson_power_mode_is_recorded(tmp_path):
+    from procedge.bench import jetson_state
+
+    model = tmp_path / "model"
+    model.write_text("NVIDIA Jetson Orin Nano Developer Kit\x00")
+    nvpmodel = tmp_path / "nvpmodel"
+    nvpmodel.write_text("#!/bin/sh\necho 'NV Power Mode: 15W'\necho 0\n")
+    nvpmodel.chmod(0o755)
+    assert jetson_state(model, str(nvpmodel)) == {"model": "NVIDIA Jetson Orin Nano Developer Kit", "power_mode": "15W"}
+    assert jetson_state(model, str(tmp_path / "absent"))["power_mode"].startswith("unknown (nvpmodel -q failed")
+    model.write_text("Raspberry Pi 5 Model B Rev 1.0\x00")
+    assert jetson_state(model, str(nvpmodel)) is None
+    assert jetson_state(tmp_path / "no-device-tree") is None  # an x86 machine
