@@ -88,19 +88,19 @@ def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path
     if recipe.size > available:
         raise ProcedgeError(f"calibration size {recipe.size} is larger than the {available} training images available"
                             f"{' besides the accuracy-control ones' if validation else ''}; pass --calib-size {available} or less")
+
+    def take(index: np.ndarray, prefix: str = ""):
+        """The raw images at `index` and their arrays at each network's input size, keys prefixed."""
+        index = torch.from_numpy(np.sort(index))
+        images = data.train.images[index]
+        return images, {f"{prefix}student": to_model_input(images, config.student.input_size).mul(255).round().to(torch.uint8).numpy(),
+                        f"{prefix}teacher": to_model_input(images, config.teacher.input_size).mul(255).round().to(torch.uint8).numpy(),
+                        f"{prefix}labels": data.train.labels[index].numpy()}
+
     drawn = _choose(data.train.labels.numpy(), recipe.size + validation, recipe)
-    arrays = {}
-    for prefix, index in (("", np.sort(drawn[:recipe.size])), ("val_", np.sort(drawn[recipe.size:]))):
-        if not len(index):
-            continue
-        images = data.train.images[torch.from_numpy(index)]
-        arrays.update({
-            f"{prefix}student": to_model_input(images, config.student.input_size).mul(255).round().to(torch.uint8).numpy(),
-            f"{prefix}teacher": to_model_input(images, config.teacher.input_size).mul(255).round().to(torch.uint8).numpy(),
-            f"{prefix}labels": data.train.labels[torch.from_numpy(index)].numpy(),
-        })
-        if not prefix:
-            content_sha256 = hashlib.sha256(images.numpy().tobytes()).hexdigest()
+    images, arrays = take(drawn[:recipe.size])
+    if validation:
+        arrays.update(take(drawn[recipe.size:], "val_")[1])
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     write_json(manifest_path, {
@@ -110,7 +110,7 @@ def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path
         "count": int(recipe.size),
         "accuracy_control_images": validation,
         "per_class": np.bincount(arrays["labels"], minlength=len(data.classes)).tolist(),
-        "content_sha256": content_sha256,
+        "content_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
         "preprocessing": {"student_input": config.student.input_size, "teacher_input": config.teacher.input_size,
                           "resize": "bilinear, antialiased", "range": "uint8 0-255, divided by 255 at use; normalisation is in the graph"},
     })

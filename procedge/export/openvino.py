@@ -38,8 +38,8 @@ def convert(onnx_path: Path, out_xml: Path, precision: str, quantizer: Callable 
                             "replace that op or check it against OpenVINO's supported ONNX ops") from exc
 
 
-def nncf_quantizer(calibration: list[np.ndarray], validation: tuple[list[np.ndarray], np.ndarray] | None, max_drop: float | None,
-               record: dict) -> Callable:
+def nncf_quantizer(calibration: list[np.ndarray], validation: tuple[list[np.ndarray], np.ndarray] | None,
+                   max_drop: float | None, record: dict) -> Callable:
     """NNCF post-training INT8 (performance preset, bias correction); with `max_drop`, accuracy-controlled:
     layers whose quantization costs the most accuracy on `validation` go back to float until the drop is
     within bounds. `record` receives the validation top-1 before and after and the layers kept in float."""
