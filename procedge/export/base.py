@@ -104,7 +104,8 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
     target = run.format_dir(fmt, precision)
     with atomic_dir(target) as tmp:
         extra = backend.build(run, precision, tmp, calib_size, max_accuracy_drop)
-        files = {v: {"file": backend.artifact_name(v), "bytes": _size(tmp / backend.artifact_name(v))} for v in VARIANTS}
+        names = {v: backend.artifact_name(v) for v in VARIANTS}
+        files = {v: {"file": name, "bytes": _size(tmp / name)} for v, name in names.items()}
         manifest = {"format": fmt, "precision": precision, "files": files, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     info(f"exported {fmt} {precision} to {target}")
