@@ -1,14 +1,18 @@
 """Distillation quality on CIFAR-10: every method against `none`, with the ImageNet Lite0 teacher.
 
-    python benchmarks/distill_quality.py                       # CPU mode (see CPU below), within an hour on 2 cores
-    python benchmarks/distill_quality.py --full                # full CIFAR-10, for a GPU
+    python benchmarks/distill_quality.py                       # CPU mode (see CPU below): several hours on 2 cores, resumable
+    python benchmarks/distill_quality.py --only priority       # the cells the bars read first (none, pseudo-label, proc-kd)
+    python benchmarks/distill_quality.py --full                # full CIFAR-10 labels, for a GPU
     python benchmarks/distill_quality.py --assess              # also: teacher assessment ranking vs the students it gives
     python benchmarks/distill_quality.py --ablation            # ProC-KD ablation, validation split only
 
-The same student, epochs, data, augmentation and seeds for every method. A validation split carved from
-CIFAR-10's train folder is the runs' held-out split (all model selection and the ablation read it); the
-test folder is read only for the final numbers. Runs are kept under --work and reused when their resolved
-config is unchanged, so an interrupted benchmark continues where it stopped. Prints tables and writes JSON.
+Two settings: `labelled` (the labelled images only) and `unlabelled` (plus a pool of CIFAR-10 training
+images used without labels, disjoint from the labelled, validation and test images). The same student,
+augmentation and seeds for every method of a setting. A validation split carved from CIFAR-10's train
+folder is the runs' held-out split (all model selection and the ablation read it); the test folder is read
+only for the final numbers. Runs are kept under --work and reused when their resolved config is unchanged,
+so an interrupted benchmark continues where it stopped; cells not run yet are listed as such. Prints
+tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from procedge.run import RunDir  # noqa: E402
 from procedge.train import evaluate  # noqa: E402
 
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
-METHODS = ("none", "fitnets", "inverted-projection", "ot", "pat", "proc-kd")
+METHODS = ("none", "pseudo-label", "fitnets", "inverted-projection", "ot", "pat", "proc-kd")
+SETTINGS = ("labelled", "unlabelled")
 console = Console(width=160)
 
 
@@ -56,37 +61,41 @@ class Mode:
     batch_size: int = 64
     lr: float = 2e-3
     teacher_views: int = 8  # cached augmented views per training image (consistent teaching)
+    unlabeled: int = 10_000  # the pool of the `unlabelled` setting (CIFAR-10 training images, labels unused)
+    pool_epochs: int = 10  # epochs over labelled + pool (11,000 images an epoch at 100 labels a class)
+    pool_views: int = 2  # cached teacher views of every image in the `unlabelled` setting
+    curve: tuple[int, ...] = (25, 100, 500)  # labels a class of the learning curve (none vs proc-kd, with the pool)
+    main_seeds: int = 3  # seeds for none, proc-kd and the strongest other method of each setting; 1 for the rest
     assess_seeds: int = 2  # seeds per extra teacher in the assessment
     target: str = "intel-cpu"
     method_options: dict = field(default_factory=dict)
 
 
 # 100 labelled images per class: the scarce-label regime where a cross-task teacher should pay (its linear probe is
-# about 18 points ahead of the student trained alone), and 2 seeds x 6 methods fit in the hour on 2 CPU cores. The
-# teacher's outputs are cached for 8 augmented views of each image and the student trains on exactly those views
-# (consistent teaching). PAT's feedback prompts need the teacher live every step, so the CPU mode runs PAT without them.
-CPU = Mode("cpu", train_per_class=100, val_per_class=100, student="resnet18", student_size=32, teacher_size=96, epochs=60,
-           seeds=(0, 1), assess_seeds=1, method_options={"pat": {"prompts": False}})
+# about 20 points ahead of the student trained alone). The teacher runs at 160 px (CIFAR's 32 px images upscaled: at
+# 96 px its probe loses about 5 points). Its outputs are cached for fixed augmented views of each image and the
+# student trains on exactly those views (consistent teaching): 8 views of the 1,000 labelled images, 2 of each image
+# when the 10,000-image pool is added. PAT's feedback prompts need the teacher live every step, so the CPU mode runs
+# PAT without them.
+CPU = Mode("cpu", train_per_class=100, val_per_class=100, student="resnet18", student_size=32, teacher_size=160, epochs=60,
+           seeds=(0, 1, 2), assess_seeds=1, method_options={"pat": {"prompts": False}})
 FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18", student_size=32, teacher_size=160, epochs=30,
-            seeds=(0, 1, 2), batch_size=128)
+            seeds=(0, 1, 2), batch_size=128, unlabeled=0, pool_epochs=30, curve=())
 
-# ProC-KD ablation: each loss term off in turn, prototypes, width, temperatures, teacher stages.
+# ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation.
 ABLATION = {
     "default": {},
-    "+L_feat": {"w_feat": 1.0},
-    "+L_feat, no L_kl": {"w_feat": 1.0, "w_kl": 0.0},
-    "+L_feat x10": {"w_feat": 10.0},
-    "no L_kl": {"w_kl": 0.0},
-    "tau=0.5": {"assign_temperature": 0.5},
-    "no L_loc": {"w_loc": 0.0},
     "no L_t": {"w_t": 0.0},
-    "no L_a": {"w_a": 0.0},
-    "no L_s": {"w_s": 0.0},
-    "T=1": {"kd_temperature": 1.0},
+    "no L_kl": {"w_kl": 0.0},
+    "no L_loc, L_bal": {"w_loc": 0.0, "w_bal": 0.0},
+    "no L_feat": {"w_feat": 0.0},
+    "no emb": {"w_emb": 0.0},
+    "no soft": {"w_soft": 0.0},
+    "no prototype terms": {"w_t": 0.0, "w_kl": 0.0, "w_loc": 0.0, "w_bal": 0.0, "w_feat": 0.0},
+    "random init": {"init_from_teacher": False},
     "K=16": {"num_prototypes": 16},
-    "D=256": {"dim": 256},
+    "+logits": {"w_logits": 1.0},
     "stages=last": {"@stages": -1},
-    "stages=last3": {"@stages": -3},
 }
 
 
@@ -101,20 +110,31 @@ def extract_cifar(archive: Path, dest: Path) -> Path:
     return dest
 
 
-def make_subset(cifar: Path, out: Path, train_per_class: int, val_per_class: int, seed: int = 0) -> Path:
-    """`out/train/<class>` and `out/val/<class>` as links into CIFAR-10's train folder, disjoint, seeded."""
-    if (out / "val").is_dir():
+def _link_tree(cifar: Path, out: Path, picks: dict[str, tuple[int, int]], seed: int = 0) -> Path:
+    """`out/<split>/<class>` as links into CIFAR-10's train folder: split takes files [start, stop) of each class's seeded order."""
+    if out.is_dir():
         return out
     tmp = out.with_name(out.name + ".tmp")
     for cls_dir in sorted(p for p in (cifar / "train").iterdir() if p.is_dir()):
         files = sorted(cls_dir.iterdir())
         random.Random(f"{seed}-{cls_dir.name}").shuffle(files)
-        for split, chosen in (("val", files[:val_per_class]), ("train", files[val_per_class:val_per_class + train_per_class])):
+        for split, (start, stop) in picks.items():
             (tmp / split / cls_dir.name).mkdir(parents=True, exist_ok=True)
-            for f in chosen:
+            for f in files[start:stop]:
                 (tmp / split / cls_dir.name / f.name).symlink_to(f.resolve())
     tmp.rename(out)
     return out
+
+
+def make_subset(cifar: Path, out: Path, train_per_class: int, val_per_class: int, seed: int = 0) -> Path:
+    """`out/train/<class>` and `out/val/<class>`, disjoint, seeded: the labelled sets of every size are nested."""
+    return _link_tree(cifar, out, {"val": (0, val_per_class), "train": (val_per_class, val_per_class + train_per_class)}, seed)
+
+
+def make_pool(cifar: Path, out: Path, per_class: int, after: int, seed: int = 0) -> Path:
+    """`out/pool/<class>/...`: CIFAR-10 training images past the first `after` of each class (so disjoint from every
+    validation and labelled set the benchmark draws), used without their labels."""
+    return _link_tree(cifar, out, {"pool": (after, after + per_class)}, seed) / "pool"
 
 
 class Bench:
@@ -123,23 +143,38 @@ class Bench:
     def __init__(self, mode: Mode, work: Path, archive: Path):
         self.mode, self.work = mode, work
         self.cifar = extract_cifar(archive, work.parent / "cifar10")
-        self.tree = make_subset(self.cifar, work / f"data-{mode.train_per_class}-{mode.val_per_class}", mode.train_per_class, mode.val_per_class)
-        self.runs = work / f"runs-{mode.train_per_class}pc-{mode.epochs}ep" / f"views{mode.teacher_views}"
+        self.tree = self.labelled_tree(mode.train_per_class)
+        self.runs = self.runs_dir("labelled", mode.train_per_class)
         self.classes = sorted(p.name for p in (self.cifar / "test").iterdir() if p.is_dir())
         self._test: dict[int, ImageSet] = {}
+        reserve = mode.val_per_class + max((mode.train_per_class, *mode.curve))
+        per_class = mode.unlabeled // len(self.classes)
+        self.pool = make_pool(self.cifar, work / f"pool-{per_class}-after{reserve}", per_class, reserve) if per_class else None
+
+    def labelled_tree(self, per_class: int) -> Path:
+        return make_subset(self.cifar, self.work / f"data-{per_class}-{self.mode.val_per_class}", per_class, self.mode.val_per_class)
+
+    def runs_dir(self, setting: str, per_class: int) -> Path:
+        m = self.mode
+        if setting == "labelled":
+            return self.work / f"runs-{per_class}pc-{m.epochs}ep" / f"views{m.teacher_views}"
+        return self.work / f"runs-{per_class}pc-pool{m.unlabeled}-{m.pool_epochs}ep" / f"views{m.pool_views}"
 
     def test_set(self, size: int) -> ImageSet:
         if size not in self._test:
             self._test[size] = load_split(self.cifar / "test", self.classes, size)
         return self._test[size]
 
-    def config(self, method: str, seed: int, options: dict, teacher_weights: Path | None = None) -> RunConfig:
+    def config(self, method: str, seed: int, options: dict, teacher_weights: Path | None = None, setting: str = "labelled",
+               per_class: int | None = None) -> RunConfig:
         m = self.mode
         options = dict(options)
         stages = options.pop("@stages", None)
-        config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.tree, student=m.student, method=method,
-                                   epochs=m.epochs, seed=seed, teacher_size=m.teacher_size, student_size=m.student_size,
-                                   method_options=options, augment_data=True, teacher_views=m.teacher_views)
+        pooled = setting == "unlabelled"
+        config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
+                                   student=m.student, method=method, epochs=m.pool_epochs if pooled else m.epochs, seed=seed,
+                                   teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
+                                   teacher_views=m.pool_views if pooled else m.teacher_views, unlabeled=self.pool if pooled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.batch_size, "lr": m.lr})}
         if stages is not None:
             from procedge.models.teacher import create_teacher_model
@@ -148,15 +183,20 @@ class Bench:
             update["teacher"] = config.teacher.model_copy(update={"stages": [e["module"] for e in info][stages:]})
         return config.model_copy(update=update)
 
-    def run(self, label: str, config: RunConfig, test: bool = True) -> dict:
-        """Distill (or reuse an identical finished run) and return its numbers; test accuracy only when asked."""
-        out = self.runs / label
+    def run(self, label: str, config: RunConfig, test: bool = True, runs: Path | None = None, cached_only: bool = False) -> dict | None:
+        """Distill (or reuse an identical finished run) and return its numbers; test accuracy only when asked.
+
+        With `cached_only`, a run not finished yet is not started: None."""
+        out = (runs or self.runs) / label
         run = RunDir(out)
         if not (run.metrics.exists() and RunConfig.load(run.config) == config):
-            console.print(f"[bold]{label}[/bold]: distilling")
+            if cached_only:
+                return None
+            console.print(f"[bold]{out.relative_to(self.work)}[/bold]: distilling")
             distill(config, out, overwrite=True)
         metrics = run.read_metrics()
         row = {"label": label, "method": config.method, "seed": config.train.seed, "options": config.method_options,
+               "train_images": metrics["train_images"], "unlabeled_images": metrics.get("unlabeled_images", 0),
                "val_accuracy": metrics["student_accuracy"], "teacher_probe_val_accuracy": metrics["teacher_probe_accuracy"],
                "train_seconds": sum(h["seconds"] for h in metrics["history"]), "wall_seconds": metrics["wall_seconds"],
                "history": metrics["history"]}
@@ -170,9 +210,9 @@ class Bench:
                       + f", {row['train_seconds']:.0f} s training")
         return row
 
-    def teacher_probe_test(self, label: str) -> float:
+    def teacher_probe_test(self, label: str, runs: Path | None = None) -> float:
         """The teacher's own accuracy on the task: its linear probe (fit on the training subset) on the test split."""
-        out = self.runs / label
+        out = (runs or self.runs) / label
         scores = read_json(out / "test.json")
         if "teacher_probe" not in scores:
             trained = load_trained(RunDir(out))
@@ -186,30 +226,102 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def compare_methods(bench: Bench, methods: tuple[str, ...]) -> dict:
+@dataclass(frozen=True)
+class Cell:
+    setting: str  # "labelled" or "unlabelled"
+    per_class: int  # labelled images a class
+    method: str
+    seeds: tuple[int, ...]
+
+
+def plan(mode: Mode, methods: tuple[str, ...], strongest: dict[str, str]) -> list[Cell]:
+    """Every cell of the benchmark, the ones the bars read first. `strongest[setting]` is the best other method so far."""
+    one, main, n = mode.seeds[:1], mode.seeds[:mode.main_seeds], mode.train_per_class
+    settings = [s for s in SETTINGS if s == "labelled" or mode.unlabeled]
+    cells = [Cell("labelled", n, "none", one)]
+    if mode.unlabeled:
+        cells += [Cell("unlabelled", n, "proc-kd", one), Cell("unlabelled", n, "pseudo-label", one)]
+    cells += [Cell("labelled", n, "proc-kd", one)]
+    cells += [Cell("labelled", n, "none", main)] + [Cell(s, n, "proc-kd", main) for s in settings]
+    cells += [Cell(s, n, m, one) for s in settings for m in methods if m not in ("none", "proc-kd")]
+    cells += [Cell(s, n, strongest[s], main) for s in settings if s in strongest]
+    cells += [Cell(s, k, m, one) for k in mode.curve if k != n for s, m in (("labelled", "none"), ("unlabelled", "proc-kd")) if mode.unlabeled]
+    return [c for c in cells if c.method in methods]
+
+
+PRIORITY = 4  # the first cells of `plan`: none and proc-kd labelled-only, pseudo-label and proc-kd with the pool
+
+
+def cell_rows(bench: Bench, cell: Cell, cached_only: bool) -> list[dict]:
+    """The runs of a cell (`none` has no pool to use: its `unlabelled` cell is the labelled-only student)."""
+    setting = "labelled" if cell.method == "none" else cell.setting
+    runs = bench.runs_dir(setting, cell.per_class)
+    options = bench.mode.method_options.get(cell.method, {})
+    rows = [bench.run(f"{cell.method}-s{seed}", bench.config(cell.method, seed, options, setting=setting, per_class=cell.per_class),
+                      runs=runs, cached_only=cached_only) for seed in cell.seeds]
+    return [r for r in rows if r is not None]
+
+
+def strongest_others(bench: Bench, methods: tuple[str, ...]) -> dict[str, str]:
+    """Per setting, the other method (not none, proc-kd) with the best validation accuracy among its finished runs."""
+    best = {}
+    for setting in SETTINGS:
+        scores = {m: r[0]["val_accuracy"] for m in methods if m not in ("none", "proc-kd")
+                  for r in [cell_rows(bench, Cell(setting, bench.mode.train_per_class, m, bench.mode.seeds[:1]), cached_only=True)] if r}
+        if scores:
+            best[setting] = max(scores, key=scores.get)
+    return best
+
+
+def compare_methods(bench: Bench, methods: tuple[str, ...], only_priority: bool) -> dict:
+    """Run the plan's missing cells (all, or the priority ones), then tabulate every finished cell."""
     m = bench.mode
-    rows = [bench.run(f"{method}-s{seed}", bench.config(method, seed, m.method_options.get(method, {})))
-            for seed in m.seeds for method in sorted(methods, key=lambda name: name not in ("none", "proc-kd"))]
-    probe = bench.teacher_probe_test(rows[0]["label"])
-    summary = {}
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        acc, spread = mean_std([r["test_accuracy"] for r in mine])
-        summary[method] = {"test_mean": acc, "test_std": spread, "val_mean": statistics.fmean(r["val_accuracy"] for r in mine),
-                           "train_seconds": statistics.fmean(r["train_seconds"] for r in mine),
-                           "per_seed": {r["seed"]: r["test_accuracy"] for r in mine}}
-    floor = summary.get("none", {}).get("test_mean")
-    table = Table(title=f"CIFAR-10 {m.name} mode: {m.train_per_class}/class train, {m.student} at {m.student_size} px, "
-                        f"{m.epochs} epochs, seeds {list(m.seeds)}; teacher Lite0 at {m.teacher_size} px")
-    for column in ("method", "test acc (mean ± std)", "gain over none", "val acc", "train s / run", "per seed"):
-        table.add_column(column)
-    for method, s in summary.items():
-        gain = f"{(s['test_mean'] - floor) * 100:+.2f} pt" if floor is not None else "-"
-        table.add_row(method, f"{s['test_mean']:.2%} ± {s['test_std'] * 100:.2f}", gain, f"{s['val_mean']:.2%}", f"{s['train_seconds']:.0f}",
-                      ", ".join(f"{v:.2%}" for v in s["per_seed"].values()))
-    table.add_row("teacher linear probe (reference)", f"{probe:.2%}", "", f"{rows[0]['teacher_probe_val_accuracy']:.2%}", "", "")
-    console.print(table)
-    return {"summary": summary, "teacher_probe_test_accuracy": probe, "runs": rows}
+    cells = plan(m, methods, strongest_others(bench, methods))
+    for cell in cells[:PRIORITY] if only_priority else cells:
+        cell_rows(bench, cell, cached_only=False)
+        if not only_priority:
+            cells = plan(m, methods, strongest_others(bench, methods))  # the strongest other method may change as runs finish
+    merged: dict[tuple[str, int, str], list[dict]] = {}
+    for cell in cells:  # a cell of more seeds includes the one-seed cell of the same method
+        rows = cell_rows(bench, cell, cached_only=True)
+        key = (cell.setting, cell.per_class, cell.method)
+        if len(rows) >= len(merged.get(key, [])):
+            merged[key] = rows
+    probes = {k: bench.teacher_probe_test("none-s0", bench.runs_dir("labelled", k))
+              for k in sorted({key[1] for key, rows in merged.items() if rows})
+              if (bench.runs_dir("labelled", k) / "none-s0" / "metrics.json").exists()}
+    table = []
+    for (setting, per_class, method), rows in merged.items():
+        if not rows:
+            continue
+        acc, spread = mean_std([r["test_accuracy"] * 100 for r in rows])
+        none_rows = merged.get(("labelled", per_class, "none")) or []
+        floor = statistics.fmean(r["test_accuracy"] * 100 for r in none_rows) if none_rows else None
+        probe = probes.get(per_class)
+        gap = (acc - floor) / (probe * 100 - floor) if floor is not None and probe is not None and probe * 100 > floor else None
+        table.append({"setting": setting, "labels_per_class": per_class, "method": method, "test_mean": round(acc, 2),
+                      "test_std": round(spread, 2), "seeds": len(rows), "gain_over_none": None if floor is None else round(acc - floor, 2),
+                      "gap_closed": None if gap is None else round(gap, 3), "val_mean": round(statistics.fmean(r["val_accuracy"] * 100 for r in rows), 2),
+                      "train_seconds": round(statistics.fmean(r["train_seconds"] for r in rows)),
+                      "train_images": rows[0]["train_images"], "unlabeled_images": rows[0]["unlabeled_images"] if method != "none" else 0})
+    table.sort(key=lambda r: (r["labels_per_class"] != m.train_per_class, r["labels_per_class"], SETTINGS.index(r["setting"]), METHODS.index(r["method"])))
+    out = Table(title=f"CIFAR-10 {m.name} mode: {m.student} at {m.student_size} px, teacher Lite0 at {m.teacher_size} px; labelled: "
+                      f"{m.epochs} epochs, {m.teacher_views} views; unlabelled: +{m.unlabeled} pool images, {m.pool_epochs} epochs, "
+                      f"{m.pool_views} views (none: the labelled-only student)")
+    for column in ("setting", "labels/class", "method", "test acc (mean ± std)", "seeds", "gain over none", "gap closed", "val acc", "train s / run"):
+        out.add_column(column)
+    for r in table:
+        out.add_row(r["setting"], str(r["labels_per_class"]), r["method"], f"{r['test_mean']:.2f}% ± {r['test_std']:.2f}", str(r["seeds"]),
+                    "" if r["gain_over_none"] is None else f"{r['gain_over_none']:+.2f} pt",
+                    "" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}", f"{r['val_mean']:.2f}%", str(r["train_seconds"]))
+    for k, probe in probes.items():
+        out.add_row("teacher probe", str(k), "(reference)", f"{probe:.2%}", "", "", "", "", "")
+    console.print(out)
+    missing = [c for c in cells if len(cell_rows(bench, c, cached_only=True)) < len(c.seeds)]
+    if missing:
+        console.print(f"{len(missing)} planned cells not run yet: " + "; ".join(f"{c.setting}/{c.per_class}/{c.method} x{len(c.seeds)}" for c in missing))
+    return {"table": table, "teacher_probe_test": {str(k): round(v * 100, 2) for k, v in probes.items()},
+            "not_run": [asdict(c) for c in missing], "runs": [r for rows in merged.values() for r in rows]}
 
 
 def assess_vs_reality(bench: Bench) -> dict:
@@ -267,6 +379,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full CIFAR-10 (45,000 train / 5,000 val), 30 epochs, 3 seeds: for a GPU")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to compare")
+    parser.add_argument("--only", choices=["priority"], help="run only the cells the bars read first, then tabulate every finished cell")
     parser.add_argument("--assess", action="store_true", help="also rank the benchmark teachers and correlate with their students")
     parser.add_argument("--ablation", nargs="?", const="all", help="ProC-KD ablation on the validation split: 'all' or ';'-separated variant names")
     parser.add_argument("--skip-compare", action="store_true", help="only the assessment and/or the ablation")
@@ -294,7 +407,9 @@ def main() -> None:
     started = time.perf_counter()
     results: dict = {"mode": asdict(mode), "host": {"cpus": os.cpu_count()}}
     if not args.skip_compare:
-        results["comparison"] = compare_methods(bench, tuple(args.methods.split(",")))
+        comparison = compare_methods(bench, tuple(args.methods.split(",")), args.only == "priority")
+        results["table"], results["teacher_probe_test"] = comparison["table"], comparison["teacher_probe_test"]
+        results["comparison"] = comparison
     if args.assess:
         results["assessment"] = assess_vs_reality(bench)
     if args.ablation:

@@ -221,12 +221,33 @@ def _load_export(directory: Path, variant: str, runtime) -> tuple[Runner, dict, 
     return runner, settings, manifest["files"][variant]["bytes"] / 1e6
 
 
+def distillation_record(run: RunDir, baseline: Path | None = None) -> dict | None:
+    """What trained the student and how it compares, from metrics.json (the run's own, and a baseline run's)."""
+    if baseline is not None:
+        RunDir(baseline).require_trained()
+    if not run.metrics.exists():
+        return None
+    metrics = run.read_metrics()
+    keys = ("method", "student_accuracy", "teacher_probe_accuracy", "train_images", "unlabeled_images")
+    record = {k: metrics.get(k, 0 if k == "unlabeled_images" else None) for k in keys}
+    if baseline is not None:
+        other = RunDir(baseline)
+        if not other.metrics.exists():
+            raise ProcedgeError(f"baseline run {baseline} has no metrics.json; pass a finished `procedge distill` run to --baseline")
+        record["baseline"] = {"run": str(other.path)} | {k: other.read_metrics().get(k, 0 if k == "unlabeled_images" else None) for k in keys}
+    return record
+
+
 def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPolicy = TimingPolicy(),
-              threads: int | None = None) -> dict:
-    """Bench every export found (and PyTorch eager unless formats exclude it); returns the report dict."""
+              threads: int | None = None, baseline: Path | None = None) -> dict:
+    """Bench every export found (and PyTorch eager unless formats exclude it); returns the report dict.
+
+    `baseline`: another run of the student (e.g. trained alone, `--method none`), shown beside this one.
+    """
     from procedge.config import RunConfig
 
     run = RunDir(run_dir).require_trained()
+    distillation = distillation_record(run, baseline)
     config = RunConfig.load(run.config)
     exports = discover_exports(run, formats)
     # The PyTorch eager row is there when asked for, or by default where PyTorch is installed.
@@ -290,6 +311,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
         "device": device_state(host),
         "rows": [asdict(r) for r in rows],
         "augmentation_overhead": overheads,
+        "distillation": distillation,
     }
 
 

@@ -71,13 +71,21 @@ def targets() -> None:
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
 @click.option("--student", help="timm student name; default: sized for the target.")
 @click.option("--method", default="proc-kd", show_default=True, help="Distillation method.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: 5 on the embedded data, 30 otherwise).")
-@click.option("--teacher-size", type=click.IntRange(16, 1024), help="Teacher input size in pixels.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: chosen from the number of training images, 5 to 60).")
+@click.option("--teacher-size", type=click.IntRange(16, 1024),
+              help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 96 on the embedded data).")
 @click.option("--student-size", type=click.IntRange(16, 1024), help="Student input size in pixels (default: the target's, or 64 on the embedded data).")
 @click.option("--augment/--no-augment", default=False, show_default=True, help="Random shift and flip of the training images (the cached teacher maps are flipped with them).")
-@click.option("--teacher-views", type=click.IntRange(0, 64), default=0, show_default=True,
+@click.option("--teacher-views", type=click.IntRange(0, 64),
               help="Cache the teacher's outputs on N fixed augmented views of each training image and train the student on exactly "
-                   "those views (consistent teaching; implies --augment; N teacher passes over the data, once).")
+                   "those views (consistent teaching; implies --augment; N teacher passes over the data, once). Default: chosen "
+                   "from the number of training images (8 up to 1,000, 4 up to 5,000, else 0).")
+@click.option("--unlabeled", type=click.Path(path_type=Path),
+              help="A folder of unlabelled images (any depth; class folders ignored): the methods' label-free terms run on them "
+                   "too. Images also in the held-out split are dropped and counted.")
+@click.option("--labels-per-class", type=click.IntRange(min=1),
+              help="Keep N labelled training images per class (seeded); the rest of the training split joins the unlabelled pool.")
+@click.option("--max-unlabeled", type=click.IntRange(min=1), help="Use at most N images of the unlabelled pool (a seeded sample).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<target>-<method>).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (the old one stays until the new one completes).")
@@ -86,8 +94,8 @@ def targets() -> None:
 @click.option("--batch-size", type=click.IntRange(min=2), help="Global batch size, split across torchrun processes (default: 64).")
 @click.option("--method-option", "method_option", multiple=True, metavar="KEY=VALUE",
               help="A hyper-parameter of --method (repeatable), VALUE read as YAML, e.g. --method-option w_hint=0.5.")
-def distill(target, teacher, teacher_weights, data, student, method, epochs, teacher_size, student_size, augment, teacher_views, out, seed,
-            overwrite, resume, lr, batch_size, method_option):
+def distill(target, teacher, teacher_weights, data, student, method, epochs, teacher_size, student_size, augment, teacher_views, unlabeled,
+            labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, method_option):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
     from procedge import distributed
     from procedge.distill import distill as run_distill
@@ -110,7 +118,8 @@ def distill(target, teacher, teacher_weights, data, student, method, epochs, tea
     check_out_dir(out, overwrite)
     config, sizing = resolve_config(target, teacher, teacher_weights, data, student, method, epochs, seed, teacher_size, student_size,
                                     method_options=method_options, augment_data=augment, lr=lr, batch_size=batch_size,
-                                    teacher_views=teacher_views)
+                                    teacher_views=teacher_views, unlabeled=unlabeled, labels_per_class=labels_per_class,
+                                    max_unlabeled=max_unlabeled)
     run_distill(config, out, sizing, overwrite=overwrite)
     if distributed.is_main():
         click.echo(f"run written to {out}")
@@ -162,14 +171,16 @@ def export(run_dir, fmt, precision, calib_size, max_accuracy_drop):
 @click.option("--quick", is_flag=True, help="Shorter timing (50 runs / 0.5 s per row), for smoke tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), help="Exit with status 1 if a deployed-student row is below this held-out accuracy (0-1) or failed.")
-def bench(run_dir, formats, threads, quick, as_json, min_accuracy):
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="Another run of the same student (e.g. trained alone with --method none), shown beside this one in the report.")
+def bench(run_dir, formats, threads, quick, as_json, min_accuracy, baseline):
     """Measure held-out accuracy and batch-1 latency of the student and the teacher on every backend."""
     from procedge.bench import TimingPolicy, bench_run
     from procedge.report import render, write_report
     from procedge.run import RunDir
 
     policy = TimingPolicy(warmup_runs=5, warmup_seconds=0.1, min_runs=50, min_seconds=0.5) if quick else TimingPolicy()
-    report = bench_run(run_dir, list(formats) or None, policy, threads)
+    report = bench_run(run_dir, list(formats) or None, policy, threads, baseline)
     run = RunDir(run_dir)
     write_report(report, run.bench_json, run.report)
     if as_json:

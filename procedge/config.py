@@ -38,6 +38,10 @@ class DataConfig(_Strict):
     augment: bool = False
     teacher_views: int = Field(0, ge=0, le=64, description="augmented views per training image whose teacher outputs are "
                                                             "cached; the student trains on exactly those views (needs augment)")
+    unlabeled: Path | None = Field(None, description="a folder of unlabelled images (any depth): the label-free terms run on them")
+    labels_per_class: int | None = Field(None, ge=1, description="keep this many labels per class; the rest of the training "
+                                                                 "split joins the unlabelled pool")
+    max_unlabeled: int | None = Field(None, ge=1, description="cap on the unlabelled pool (a seeded sample)")
 
     @model_validator(mode="after")
     def _views_need_augment(self) -> "DataConfig":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,22 @@ from torch import nn
 
 from procedge import distributed
 from procedge.config import DataConfig, RunConfig, StudentConfig, TeacherConfig, TrainConfig
-from procedge.data import ImageSet, TaskData, check_data_root, load_task_data, to_model_input
+from procedge.data import (
+    ImageSet,
+    TaskData,
+    check_data_root,
+    class_dirs,
+    class_files,
+    data_layout,
+    image_side,
+    load_task_data,
+    pool_files,
+    to_model_input,
+)
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, atomic_path, write_json
 from procedge.methods import DistillMethod
-from procedge.methods.base import parse_method_config
+from procedge.methods.base import parse_method_config, reads_unlabelled
 from procedge.models.deploy import StudentNet
 from procedge.models.load import build_student
 from procedge.models.cost import measure_cost
@@ -29,18 +42,57 @@ from procedge.models.teacher import (
     default_mean_std,
     default_stages,
 )
-from procedge.probe import fit_linear_probe
+from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
-from procedge.teacher_cache import teacher_outputs, teacher_views
+from procedge.teacher_cache import TeacherCache, TeacherViews, concat_caches, teacher_outputs, teaching_views
 from procedge.train import evaluate, train_student
 from procedge.targets import resolve_target
 
 # The embedded MNIST task: 28 px digits, so small inputs keep the demo within minutes on 2 cores.
 EMBEDDED_TEACHER_SIZE = 96
 EMBEDDED_STUDENT_SIZE = 64
-EMBEDDED_EPOCHS = 5
-DEFAULT_EPOCHS = 30
+EMBEDDED_TRAIN_IMAGES = 4000
+SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training images) when the epochs are chosen for the data
+SMALL_IMAGE_SIDE = 112  # a teacher sees images smaller than this at SMALL_IMAGE_TEACHER_SIZE instead of its own input size
+SMALL_IMAGE_TEACHER_SIZE = 160
+PREPARE_IMAGES = 5000  # labelled images whose cached teacher outputs a method's `prepare` reads (a seeded sample beyond)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs, cached teacher views and teacher input size chosen from the data when the user does not set them."""
+
+    epochs: int
+    teacher_views: int
+    teacher_size: int
+    training_images: int  # labelled, plus the pool when the method reads it
+
+    @classmethod
+    def for_data(cls, labelled: int, pool: int, image_side: int | None, native_size: int, embedded: bool) -> "Schedule":
+        images = max(1, labelled + pool)
+        epochs = min(60, max(5, math.ceil(SCHEDULE_IMAGES / images)))
+        views = 8 if images <= 1000 else 4 if images <= 5000 else 0  # consistent teaching where the data is small
+        size = EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if image_side and image_side < SMALL_IMAGE_SIDE else native_size
+        return cls(epochs, views, size, images)
+
+
+def _count_training_images(data: Path | None, val_fraction: float, labels_per_class: int | None, unlabeled: Path | None,
+                           uses_pool: bool) -> tuple[int, int, int | None]:
+    """(labelled, pool, typical image side) as the run will see them, from the file listing (no decoding but one image)."""
+    if data is None:
+        labelled, side = EMBEDDED_TRAIN_IMAGES, 28
+        classes = 10
+    else:
+        train_root, val_root = data_layout(Path(data))
+        files = {d.name: len(class_files(d)) for d in class_dirs(train_root)}
+        labelled = sum(files.values()) if val_root else round(sum(files.values()) * (1 - val_fraction))
+        classes = len(files)
+        side = image_side(class_files(class_dirs(train_root)[0])[0])
+    pool = len(pool_files(Path(unlabeled))) if unlabeled is not None else 0
+    if labels_per_class is not None and labels_per_class * classes < labelled:
+        pool, labelled = pool + labelled - labels_per_class * classes, labels_per_class * classes
+    return labelled, pool if uses_pool else 0, side
 
 
 def resolve_config(
@@ -58,13 +110,26 @@ def resolve_config(
     augment_data: bool = False,
     lr: float | None = None,
     batch_size: int | None = None,
-    teacher_views: int = 0,
+    teacher_views: int | None = None,
+    unlabeled: Path | None = None,
+    labels_per_class: int | None = None,
+    max_unlabeled: int | None = None,
 ) -> tuple[RunConfig, dict | None]:
-    """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision."""
+    """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision.
+
+    Epochs, teacher views and the teacher's input size left as None are chosen from the data (`Schedule`). A method
+    whose every term needs labels (e.g. `none`) does not read an unlabelled pool, so the pool is left out of its run.
+    """
     profile = resolve_target(target)
     method_options = parse_method_config(method, method_options or {}).model_dump(mode="json", exclude_unset=True)  # typed, as validated
     if data is not None:
         check_data_root(Path(data))
+    if unlabeled is not None:
+        pool_files(Path(unlabeled))
+    uses_pool = reads_unlabelled(method, method_options)
+    if (unlabeled is not None or labels_per_class is not None) and not uses_pool:
+        info(f"method {method!r} has no label-free term: it trains on the labelled images only, without the unlabelled pool")
+        unlabeled = None
     if student is not None:
         check_timm_name(student)
     if teacher_weights is not None and not Path(teacher_weights).is_file():
@@ -72,10 +137,17 @@ def resolve_config(
     teacher_model = create_teacher_model(teacher, teacher_weights)
     mean, std = default_mean_std(teacher, teacher_model)
     embedded_data = data is None
+    schedule = Schedule.for_data(*_count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, unlabeled,
+                                                         uses_pool), teacher_model.pretrained_cfg["input_size"][-1], embedded_data)
+    chosen = [f"{what} {value}" for what, value, given in (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, teacher_views),
+                                                           ("teacher size", schedule.teacher_size, teacher_size)) if given is None]
+    if chosen:
+        info(f"chosen for {schedule.training_images} training images: {', '.join(chosen)} (set --epochs, --teacher-views, --teacher-size to override)")
+    teacher_views = schedule.teacher_views if teacher_views is None else teacher_views
     teacher_cfg = TeacherConfig(
         name=teacher,
         weights=Path(teacher_weights).resolve() if teacher_weights else None,
-        input_size=teacher_size or (EMBEDDED_TEACHER_SIZE if embedded_data else teacher_model.pretrained_cfg["input_size"][-1]),
+        input_size=teacher_size or schedule.teacher_size,
         mean=mean,
         std=std,
         stages=default_stages(teacher_model),
@@ -100,8 +172,10 @@ def resolve_config(
             mean=tuple(s_cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(s_cfg.get("std", (0.229, 0.224, 0.225))),
         ),
-        data=DataConfig(root=Path(data).resolve() if data else None, augment=augment_data or teacher_views > 0, teacher_views=teacher_views),
-        train=TrainConfig(epochs=epochs or (EMBEDDED_EPOCHS if embedded_data else DEFAULT_EPOCHS), seed=seed,
+        data=DataConfig(root=Path(data).resolve() if data else None, augment=augment_data or teacher_views > 0, teacher_views=teacher_views,
+                        unlabeled=Path(unlabeled).resolve() if unlabeled else None, labels_per_class=labels_per_class,
+                        max_unlabeled=max_unlabeled),
+        train=TrainConfig(epochs=epochs or schedule.epochs, seed=seed,
                           **({"lr": lr} if lr is not None else {}), **({"batch_size": batch_size} if batch_size is not None else {})),
         method=method,
         method_options=method_options,
@@ -147,9 +221,17 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
     main, device = distributed.is_main(), distributed.device()
-    data = load_task_data(config.data.root, max(config.teacher.input_size, config.student.input_size), config.data.val_fraction, config.train.seed)
-    info(f"data: {data.source}: {len(data.train)} train / {len(data.val)} held-out images, {len(data.classes)} classes"
-         + (f", {data.skipped_files} unreadable files skipped" if data.skipped_files else ""))
+    d = config.data
+    data = load_task_data(d.root, max(config.teacher.input_size, config.student.input_size), d.val_fraction, config.train.seed,
+                          d.unlabeled, d.labels_per_class, d.max_unlabeled)
+    if not reads_unlabelled(config.method, config.method_options):  # every term needs labels: the pool would only cost time
+        data.unlabeled = data.pool = None
+    unlabeled = 0 if data.unlabeled is None else len(data.unlabeled)
+    info(f"data: {data.source}: {len(data.train)} labelled train / {len(data.val)} held-out images, {len(data.classes)} classes"
+         + (f", {data.skipped_files} unreadable files skipped" if data.skipped_files else "")
+         + (f"; {unlabeled} unlabelled images" if data.pool else "")
+         + (f" ({data.pool.skipped_files} unreadable skipped, {data.pool.heldout_duplicates} held-out duplicates dropped)"
+            if data.pool and (data.pool.skipped_files or data.pool.heldout_duplicates) else ""))
     if main:
         run.path.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -165,19 +247,30 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         distributed.barrier()
     cache_train = teacher_outputs(teacher, data.train, config.teacher, "train", device)
     cache_val = teacher_outputs(teacher, data.val, config.teacher, "held-out", device) if main else None
-    views = None
-    if config.data.teacher_views and not method.needs_live_teacher:  # a live teacher sees the real views anyway
-        views = teacher_views(teacher, data.train, config.teacher, config.data.teacher_views, device)
+    teaching: TeacherCache | TeacherViews | None = None
+    if not method.needs_live_teacher:  # a live teacher sees the real views anyway
+        if config.data.teacher_views:
+            parts = {"train": data.train} | ({"unlabelled": data.unlabeled} if unlabeled else {})
+            teaching = teaching_views(teacher, parts, config.teacher, config.data.teacher_views, device)
+        elif unlabeled:
+            teaching = concat_caches([cache_train, teacher_outputs(teacher, data.unlabeled, config.teacher, "unlabelled", device)])
+        else:
+            teaching = cache_train
     if main:
         distributed.barrier()
 
-    method.prepare(teacher, cache_train.pooled.float(), data.train.labels)
-    teaching = None if method.needs_live_teacher else (views if views is not None else cache_train)
-    history = train_student(run, config, backbone, method, teacher, data, teaching, resume)
+    probe = fit_linear_probe(cache_train.pooled, data.train.labels, config.train.seed)
+    rows = cache_train if teaching is None else (teaching.cache if isinstance(teaching, TeacherViews) else teaching)
+    if teaching is not None:  # the probe's soft labels for every cached row, out-of-fold on the labelled images
+        rows.task_logits = probe_task_logits(rows.pooled, teaching.image_index, cache_train.pooled, data.train.labels, probe,
+                                             seed=config.train.seed)
+    sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:PREPARE_IMAGES].sort().values
+    method.prepare(teacher, cache_train.batch(sample), data.train.labels[sample])
+    method.knowledge.fit_statistics(rows.pooled)  # the embedding target's scale, over every image (and view) it is read for
+    history = train_student(run, config, backbone, method, teacher, data.training_set(), data.val, teaching, resume, probe)
     if not main:
         return {}
 
-    probe = fit_linear_probe(cache_train.pooled, data.train.labels, config.train.seed)
     probe_acc = (probe(cache_val.pooled.float()).argmax(1) == data.val.labels).float().mean().item()
     info(f"teacher linear probe: {probe_acc:.2%} on the held-out split")
     with atomic_path(run.teacher_probe) as tmp:
@@ -194,6 +287,8 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         "student_noaug_accuracy": evaluate(plain, data.val, s.input_size),
         "fold_max_abs_diff": fold_max_abs_diff(backbone, method, data.val, config),
         "train_images": len(data.train),
+        "unlabeled_images": unlabeled,
+        "pool": data.pool.to_dict() if data.pool else None,
         "heldout_images": len(data.val),
         "skipped_files": data.skipped_files,
         "classes": data.classes,

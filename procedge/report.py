@@ -82,6 +82,27 @@ def summarize(report: dict) -> list[str]:
     return lines
 
 
+def distillation_lines(report: dict) -> list[str]:
+    """The student's held-out accuracy (PyTorch, at the end of distill) beside the student alone and the teacher's probe."""
+    d = report.get("distillation")
+    if not d:
+        return []
+
+    def images(r: dict) -> str:
+        return f"{r['train_images']} labelled" + (f" + {r['unlabeled_images']} unlabelled" if r.get("unlabeled_images") else "") + " images"
+
+    probe = d["teacher_probe_accuracy"]
+    lines = [f"{d['method']} student: {d['student_accuracy']:.2%} held-out, trained on {images(d)}"]
+    base = d.get("baseline")
+    if base:
+        lines.append(f"{base['method']} student ({base['run']}): {base['student_accuracy']:.2%} held-out, trained on {images(base)}")
+    gap = ""
+    if base and probe > base["student_accuracy"]:
+        gap = f"; {d['method']} closes {(d['student_accuracy'] - base['student_accuracy']) / (probe - base['student_accuracy']):.0%} of the gap"
+    lines.append(f"teacher linear probe: {probe:.2%} held-out{gap}")
+    return lines
+
+
 def _device_line(d: dict) -> str:
     line = f"{d['cpu']}, {d['logical_cores']} logical cores"
     if d.get("measured_fp32_gflops") is None:
@@ -98,7 +119,7 @@ def render(report: dict, console: Console | None = None) -> None:
     for row in report["rows"]:
         table.add_row(*_cells(row, report["rows"]), style={"ok": None, "failed": "red"}.get(row["status"], "yellow"))
     console.print(table)
-    for line in summarize(report):
+    for line in summarize(report) + distillation_lines(report):
         console.print(f"  {line}", highlight=False)
     console.print(f"  device: {_device_line(report['device'])}", highlight=False)
 
@@ -112,6 +133,9 @@ def markdown(report: dict) -> str:
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(row, report["rows"])) + " |" for row in report["rows"]]
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
+    if report.get("distillation"):
+        lines += ["", "## Distillation (held-out accuracy at the end of `procedge distill`, PyTorch)", ""]
+        lines += [f"- {line}" for line in distillation_lines(report)]
     d = report["device"]
     lines += ["", "## Device", "", f"- {_device_line(d)}",
               f"- platform: {d['platform']}, Python {d['python']}, OMP_NUM_THREADS={d['omp_num_threads']}",

@@ -28,11 +28,16 @@ def cache_dir() -> Path:
 
 @dataclass
 class TeacherCache:
-    """fp16 tapped stages, pooled features and logits for every image of a split, in split order."""
+    """fp16 tapped stages, pooled features and logits for every image of a split, in split order.
+
+    `task_logits` (the teacher probe's logits on the student's task) depend on the run's labels, so they
+    are attached per run and never stored.
+    """
 
     stages: list[torch.Tensor]
     pooled: torch.Tensor
     logits: torch.Tensor
+    task_logits: torch.Tensor | None = None
 
     def batch(self, index: torch.Tensor, flipped: torch.Tensor | None = None, device: torch.device | str = "cpu") -> TeacherOutput:
         """The outputs for `index`; stage maps of images that augmentation flipped are flipped with them."""
@@ -40,10 +45,26 @@ class TeacherCache:
         if flipped is not None and flipped.any():
             mask = flipped.to(device).view(-1, 1, 1, 1)
             stages = [torch.where(mask, s.flip(-1), s) for s in stages]
-        return TeacherOutput(stages, self.pooled[index].to(device).float(), self.logits[index].to(device).float())
+        task = None if self.task_logits is None else self.task_logits[index].to(device).float()
+        return TeacherOutput(stages, self.pooled[index].to(device).float(), self.logits[index].to(device).float(), task)
+
+    def select(self, index: torch.Tensor | slice) -> "TeacherCache":
+        return TeacherCache([s[index] for s in self.stages], self.pooled[index], self.logits[index],
+                            None if self.task_logits is None else self.task_logits[index])
+
+    @property
+    def image_index(self) -> torch.Tensor:
+        """The image each row is of (rows are images, in order)."""
+        return torch.arange(len(self.pooled))
 
     def to_dict(self) -> dict:
         return {"stages": self.stages, "pooled": self.pooled, "logits": self.logits}
+
+
+def concat_caches(parts: list[TeacherCache]) -> TeacherCache:
+    """Rows of several caches, one after the other (the per-run `task_logits` are not carried)."""
+    return TeacherCache([torch.cat([p.stages[i] for p in parts]) for i in range(len(parts[0].stages))],
+                        torch.cat([p.pooled for p in parts]), torch.cat([p.logits for p in parts]))
 
 
 def cache_key(config: TeacherConfig, images: ImageSet) -> str:
@@ -65,11 +86,7 @@ def compute_teacher_outputs(teacher: FrozenTeacher, images: ImageSet, config: Te
             out = teacher(x.to(device))
             parts.append(TeacherOutput([s.half().cpu() for s in out.stages], out.pooled.half().cpu(), out.logits.half().cpu()))
             advance(len(x))
-    return TeacherCache(
-        [torch.cat([p.stages[i] for p in parts]) for i in range(len(parts[0].stages))],
-        torch.cat([p.pooled for p in parts]),
-        torch.cat([p.logits for p in parts]),
-    )
+    return concat_caches([TeacherCache(p.stages, p.pooled, p.logits) for p in parts])
 
 
 def teacher_outputs(teacher: FrozenTeacher, images: ImageSet, config: TeacherConfig, label: str,
@@ -112,13 +129,26 @@ class TeacherViews:
     def batch(self, index: torch.Tensor, view: torch.Tensor, device: torch.device | str = "cpu") -> TeacherOutput:
         return self.cache.batch(view * self.params.shape[1] + index, None, device)
 
+    @property
+    def image_index(self) -> torch.Tensor:
+        """The image each cache row is a view of."""
+        return torch.arange(len(self.cache.pooled)) % self.params.shape[1]
+
 
 def teacher_views(teacher: FrozenTeacher, images: ImageSet, config: TeacherConfig, views: int,
-                  device: torch.device | str = "cpu", write: bool = True) -> TeacherViews:
+                  device: torch.device | str = "cpu", write: bool = True, label: str = "train") -> TeacherViews:
     """The teacher's outputs on `views` seeded augmented views of the split (each view cached on its own)."""
     generator = torch.Generator().manual_seed(VIEW_SEED)
     params = torch.stack([draw_augmentations(len(images), images.images.shape[-2], generator) for _ in range(views)])
     parts = [teacher_outputs(teacher, ImageSet(apply_augmentations(images.images, params[v]), images.labels), config,
-                             f"train, view {v + 1}/{views}", device, write) for v in range(views)]
-    return TeacherViews(params, TeacherCache([torch.cat([p.stages[i] for p in parts]) for i in range(len(parts[0].stages))],
-                                             torch.cat([p.pooled for p in parts]), torch.cat([p.logits for p in parts])))
+                             f"{label}, view {v + 1}/{views}", device, write) for v in range(views)]
+    return TeacherViews(params, concat_caches(parts))
+
+
+def teaching_views(teacher: FrozenTeacher, parts: dict[str, ImageSet], config: TeacherConfig, views: int,
+                   device: torch.device | str = "cpu") -> TeacherViews:
+    """The teacher's outputs on `views` fixed augmented views of the training images, part after part (labelled,
+    then the pool), each part cached on its own; rows are ordered view-major over all parts."""
+    each = [teacher_views(teacher, images, config, views, device, label=label) for label, images in parts.items()]
+    rows = [e.cache.select(slice(v * e.params.shape[1], (v + 1) * e.params.shape[1])) for v in range(views) for e in each]
+    return TeacherViews(torch.cat([e.params for e in each], 1), concat_caches(rows))

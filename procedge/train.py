@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from procedge import distributed
 from procedge.config import RunConfig
-from procedge.data import ImageSet, TaskData, augment, to_model_input
+from procedge.data import ImageSet, augment, to_model_input
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_path
 from procedge.methods import DistillMethod
@@ -46,14 +46,18 @@ def _diverged(what: str, epoch: int, run: RunDir, weight_hint: str) -> ProcedgeE
 
 
 def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher,
-                  data: TaskData, cache: TeacherCache | TeacherViews | None, resume: bool) -> list[dict]:
-    """Train in place; returns the per-epoch history (loss terms, held-out accuracy, seconds)."""
+                  train_set: ImageSet, val_set: ImageSet, cache: TeacherCache | TeacherViews | None, resume: bool,
+                  probe: nn.Linear | None = None) -> list[dict]:
+    """Train in place on `train_set` (label -1: an unlabelled pool image); returns the per-epoch history.
+
+    `probe`, the teacher's linear probe, gives a live teacher's outputs their task logits (cached outputs carry them).
+    """
     t, s, tc = config.train, config.student, config.teacher
     device, world, rank = distributed.device(), distributed.world_size(), distributed.rank()
-    distiller = Distiller(backbone, method, teacher).to(device)
+    distiller = Distiller(backbone, method, teacher, None if probe is None else probe.to(device)).to(device)
     model: nn.Module = DistributedDataParallel(distiller) if world > 1 else distiller
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
+    steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch, pct_start=0.15)
     generator = torch.Generator().manual_seed(t.seed)
     history: list[dict] = []
@@ -67,11 +71,11 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
         generator.set_state(state["generator"])
         history, start_epoch = state["history"], state["epoch"] + 1
         info(f"resuming after epoch {start_epoch} of {t.epochs}")
-    weights = method.loss_weights()
+    weights = method.term_weights()
     eval_net = StudentNet(backbone, method.augmented_head(), s.mean, s.std).to(device)
     for epoch in range(start_epoch, t.epochs):
         distiller.train()
-        order = torch.randperm(len(data.train), generator=generator)
+        order = torch.randperm(len(train_set), generator=generator)
         sums = dict.fromkeys(weights, 0.0)
         epoch_start = time.perf_counter()
         with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(order)) as advance:
@@ -83,16 +87,16 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
                 # Random draws cover the global batch, so every rank draws the same numbers and the generators stay in step.
                 if isinstance(cache, TeacherViews):  # the student sees exactly the view the teacher's cached output is of
                     view = torch.randint(0, cache.count, (len(batch),), generator=generator)[rank::world]
-                    images = cache.images(data.train.images, index, view)
+                    images = cache.images(train_set.images, index, view)
                     teacher_output = cache.batch(index, view, device)
                 else:
-                    images, flipped = data.train.images[batch], None
+                    images, flipped = train_set.images[batch], None
                     if config.data.augment:
                         images, flipped = augment(images, generator)
                         flipped = flipped[rank::world]
                     images = images[rank::world]
                     teacher_output = None if cache is None else cache.batch(index, flipped, device)
-                labels = data.train.labels[index].to(device)
+                labels = train_set.labels[index].to(device)
                 student_in = to_model_input(images, s.input_size, s.mean, s.std).to(device)
                 if teacher_output is None:  # a live-teacher method
                     terms = model(student_in, labels, teacher_images=to_model_input(images, tc.input_size, tc.mean, tc.std).to(device))
@@ -116,7 +120,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
         record = {"epoch": epoch + 1, **{f"loss_{k}": v * world / len(order) for k, v in sums.items()},
                   "seconds": time.perf_counter() - epoch_start}
         if distributed.is_main():
-            record["heldout_accuracy"] = evaluate(eval_net, data.val, s.input_size)
+            record["heldout_accuracy"] = evaluate(eval_net, val_set, s.input_size)
             history.append(record)
             info("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             with atomic_path(run.last_checkpoint) as tmp:

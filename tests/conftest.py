@@ -69,7 +69,7 @@ def trained_run(tmp_path_factory) -> Path:
     from procedge.distill import distill, resolve_config
 
     out = tmp_path_factory.mktemp("runs") / "mnist"
-    config, sizing = resolve_config("intel-cpu", student="resnet10t", epochs=1, teacher_size=64, student_size=64)
+    config, sizing = resolve_config("intel-cpu", student="resnet10t", epochs=1, teacher_size=64, student_size=64, teacher_views=0)
     distill(config, out, sizing)
     return out
 

@@ -82,3 +82,30 @@ def test_jetson_power_mode_is_recorded(tmp_path):
     model.write_text("Raspberry Pi 5 Model B Rev 1.0\x00")
     assert jetson_state(model, str(nvpmodel)) is None
     assert jetson_state(tmp_path / "no-device-tree") is None  # an x86 machine
+
+
+def test_report_puts_the_student_beside_the_student_alone_and_the_probe(tmp_path):
+    from procedge.bench import distillation_record
+    from procedge.errors import ProcedgeError
+    from procedge.report import distillation_lines, markdown
+
+    def fake_run(name, method, accuracy, labelled, unlabeled):
+        run = RunDir(tmp_path / name)
+        run.path.mkdir()
+        run.student.write_bytes(b"")
+        run.metrics.write_text(json.dumps({"method": method, "student_accuracy": accuracy, "teacher_probe_accuracy": 0.94,
+                                           "train_images": labelled, "unlabeled_images": unlabeled}))
+        return run
+
+    distilled, alone = fake_run("kd", "proc-kd", 0.90, 100, 3900), fake_run("alone", "none", 0.70, 100, 0)
+    record = distillation_record(distilled, alone.path)
+    lines = distillation_lines({"distillation": record})
+    assert lines[0] == "proc-kd student: 90.00% held-out, trained on 100 labelled + 3900 unlabelled images"
+    assert lines[1].startswith("none student (") and lines[1].endswith("70.00% held-out, trained on 100 labelled images")
+    assert lines[2] == "teacher linear probe: 94.00% held-out; proc-kd closes 83% of the gap"
+    with pytest.raises(ProcedgeError, match="does not exist"):
+        distillation_record(distilled, tmp_path / "missing")
+    alone.metrics.unlink()
+    with pytest.raises(ProcedgeError, match="has no metrics.json"):
+        distillation_record(distilled, alone.path)
+    assert distillation_lines({"distillation": None}) == []

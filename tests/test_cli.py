@@ -134,3 +134,42 @@ def test_calib_size_without_int8(tmp_path):
     out.mkdir()
     (out / "student.pt").write_bytes(b"")
     assert_one_line_error(run_cli("export", "--run", out, "--format", "ort", "--calib-size", "10"), "--calib-size applies to --precision int8")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: None, "unlabelled image folder"),
+    (lambda p: p.mkdir(), "holds no files"),
+])
+def test_bad_unlabelled_folder(tmp_path, make, fragment):
+    pool = tmp_path / "pool"
+    make(pool)
+    assert_one_line_error(run_cli("distill", "--target", "arm64", *FAST, "--unlabeled", pool, "--out", tmp_path / "r"), fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unlabelled_folder_with_no_readable_image(cifar_small, tmp_path):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "a.jpg").write_bytes(b"junk")
+    result = run_cli("distill", "--target", "arm64", "--data", cifar_small, *FAST, "--epochs", "1", "--unlabeled", pool,
+                     "--teacher-size", "64", "--student-size", "32", "--out", tmp_path / "r")
+    assert_one_line_error(result, "could be read as an image")
+    assert not (tmp_path / "r" / "student.pt").exists()
+
+
+def test_distill_with_an_unlabelled_pool_reports_both_counts(cifar_small, cifar_test, tmp_path):
+    pool = tmp_path / "pool" / "nested"
+    pool.mkdir(parents=True)
+    for f in sorted((cifar_test / "dog").iterdir())[:16]:
+        (pool / f.name).write_bytes(f.read_bytes())
+    (pool / "broken.png").write_bytes(b"junk")
+    out = tmp_path / "run"
+    result = run_cli("distill", "--target", "arm64", "--data", cifar_small, "--student", "resnet10t", "--epochs", "1",
+                     "--teacher-views", "2", "--unlabeled", tmp_path / "pool", "--teacher-size", "64", "--student-size", "32", "--out", out)
+    assert result.exit_code == 0, result.output
+    metrics = yaml.safe_load((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 30 and metrics["unlabeled_images"] == 16 and metrics["pool"]["skipped_files"] == 1
+    assert metrics["fold_max_abs_diff"] < 1e-5
+    losses = metrics["history"][0]
+    assert {"loss_s", "loss_t", "loss_loc", "loss_emb", "loss_soft"} <= set(losses)
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["unlabeled"] == str((tmp_path / "pool").resolve())

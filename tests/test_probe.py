@@ -14,3 +14,23 @@ def test_probe_is_one_linear_layer_with_bounded_weights():
     assert (probe(features).argmax(1) == labels).float().mean() > 0.95
     weights = probe.weight.abs()
     assert weights.max() < 50 * weights.median()
+
+
+def test_task_logits_are_out_of_fold_on_labelled_images_and_from_the_full_probe_on_the_pool():
+    from procedge.probe import probe_task_logits
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    centres = torch.randn(3, 32, generator=gen)
+    labelled = centres[labels] + 2.0 * torch.randn(60, 32, generator=gen)  # overlapping classes: a probe can memorise
+    pool = centres[torch.arange(30) % 3] + 2.0 * torch.randn(30, 32, generator=gen)
+    probe = fit_linear_probe(labelled, labels)
+    rows = torch.cat([labelled, labelled, pool])  # two views of the labelled images, then the pool
+    image_index = torch.cat([torch.arange(60), torch.arange(60), torch.arange(60, 90)])
+    logits = probe_task_logits(rows, image_index, labelled, labels, probe)
+    with torch.no_grad():
+        assert torch.allclose(logits[120:], probe(pool))  # pool rows: the probe fitted on every labelled image
+        in_sample = (probe(labelled).argmax(1) == labels).float().mean()
+    out_of_fold = (logits[:60].argmax(1) == labels).float().mean()
+    assert torch.equal(logits[:60], logits[60:120])  # both views of an image take the same fold's probe
+    assert out_of_fold < in_sample  # a probe that saw the label would just repeat it

@@ -26,7 +26,7 @@ from test_cli import assert_one_line_error, run_cli
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The embedded MNIST task at 32 px: about 10 s an epoch on one core.
-TINY = ("--target", "intel-cpu", "--student", "resnet10t", "--teacher-size", "32", "--student-size", "32")
+TINY = ("--target", "intel-cpu", "--student", "resnet10t", "--teacher-size", "32", "--student-size", "32", "--teacher-views", "0")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
@@ -202,3 +202,25 @@ def test_target_is_required_except_for_resume(tmp_path):
     assert_one_line_error(run_cli("distill", "--out", tmp_path / "r"), "--target is required")
     assert_one_line_error(run_cli("distill", "--resume"), "--target is required")
     assert_one_line_error(run_cli("distill", "--resume", "--out", tmp_path / "r"), "nothing to resume")
+
+
+def test_schedule_is_chosen_from_the_data():
+    from procedge.distill import Schedule
+
+    photos = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False)
+    assert (photos.epochs, photos.teacher_views, photos.teacher_size) == (60, 8, 224)
+    cifar_pool = Schedule.for_data(labelled=1000, pool=10_000, image_side=32, native_size=224, embedded=False)
+    assert (cifar_pool.epochs, cifar_pool.teacher_views, cifar_pool.teacher_size) == (5, 0, 160)  # small images: 160 px
+    mnist = Schedule.for_data(labelled=4000, pool=0, image_side=28, native_size=224, embedded=True)
+    assert (mnist.epochs, mnist.teacher_views, mnist.teacher_size) == (6, 4, 96)
+
+
+def test_a_method_without_label_free_terms_trains_without_the_pool():
+    from procedge.methods.base import reads_unlabelled
+
+    assert not reads_unlabelled("none", {})
+    assert reads_unlabelled("none", {"w_emb": 1.0}) and reads_unlabelled("pseudo-label", {}) and reads_unlabelled("proc-kd", {})
+    assert not reads_unlabelled("pseudo-label", {"w_soft": 0.0})
+    config, _ = resolve_config("intel-cpu", student="resnet10t", method="none", labels_per_class=5, teacher_views=0)
+    assert config.train.epochs == 60  # 50 labelled images: the schedule's most epochs
+    assert config.data.labels_per_class == 5 and config.data.unlabeled is None

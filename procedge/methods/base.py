@@ -6,16 +6,21 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 from torch import nn
 
 from procedge.errors import ProcedgeError
+from procedge.methods.knowledge import KnowledgeOptions, TeacherKnowledge, labelled_cross_entropy
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.registry import Registry
 
 
-class MethodConfig(BaseModel):
-    """A method's hyper-parameters; loss weights are fields named `w_<term>`."""
+class MethodConfig(KnowledgeOptions):
+    """A method's hyper-parameters; loss weights are fields named `w_<term>`.
+
+    Every method inherits the shared label-free teacher terms (`w_emb`, `w_logits`, `w_soft`: see
+    `procedge.methods.knowledge`), off unless the method or the user sets them.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,8 +53,10 @@ class PooledClassifier(nn.Sequential):
 class DistillMethod(nn.Module):
     """Trainable parts a method adds beside the student backbone, its named losses and its deploy head.
 
-    `losses` gets the student's features, the frozen teacher's output and the labels; it returns the
-    unweighted loss terms by name (weighted by `loss_weights`). `deploy_head` maps the student's last
+    `losses` gets the student's features, the frozen teacher's output and the labels (-1 for an image of
+    the unlabelled pool); it returns the unweighted loss terms by name (weighted by `term_weights`). The
+    terms named in `labelled_terms` average over the batch's labelled images only; every other term is
+    label-free and runs on every image. A method adds the shared teacher terms with `teacher_terms`. `deploy_head` maps the student's last
     map to logits with static ops only; `plain_head` is the same head without any method-specific
     augmentation (the reference for its latency overhead).
     """
@@ -57,19 +64,35 @@ class DistillMethod(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     student_stage_count: ClassVar[int] = 0  # how many of the student's last feature_info stages to tap
     needs_live_teacher: ClassVar[bool] = False  # True: run the teacher every step, gradients through it (no cache)
+    labelled_terms: ClassVar[frozenset[str]] = frozenset({"ce"})  # the terms that need labels
 
     def __init__(self, config: MethodConfig, dims: FeatureDims):
         super().__init__()
         self.config = config
+        self.knowledge = TeacherKnowledge(config, dims.student_final, dims.teacher_pooled, dims.teacher_classes)
 
     def loss_weights(self) -> dict[str, float]:
+        """The method's own terms' weights."""
         raise NotImplementedError
+
+    def term_weights(self) -> dict[str, float]:
+        """Every term's weight: the method's own, then the shared teacher terms that are on."""
+        return self.loss_weights() | self.knowledge.weights()
+
+    def teacher_terms(self, student: StudentFeatures, task_logits: torch.Tensor, teacher: TeacherOutput) -> dict[str, torch.Tensor]:
+        """The shared label-free terms (`emb`, `logits`, `soft`) that are on; `task_logits` are the deployed path's."""
+        return self.knowledge.losses(student.final.mean((2, 3)), task_logits, teacher)
+
+    @staticmethod
+    def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the labelled images of the batch."""
+        return labelled_cross_entropy(logits, labels)
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def prepare(self, teacher: FrozenTeacher, pooled: torch.Tensor, labels: torch.Tensor) -> None:
-        """Called once before training with the teacher and its pooled training features (e.g. to fit constants)."""
+    def prepare(self, teacher: FrozenTeacher, sample: TeacherOutput, labels: torch.Tensor) -> None:
+        """Called once before training with the teacher and its cached outputs on the labelled training images."""
 
     def teacher_forward(self, teacher: FrozenTeacher, images: torch.Tensor) -> TeacherOutput:
         """Methods with `needs_live_teacher`: the teacher's output for this step's images, gradients allowed."""
@@ -99,6 +122,14 @@ method_registry: Registry[type[DistillMethod]] = Registry("distillation method")
 def create_method(name: str, options: dict, dims: FeatureDims) -> DistillMethod:
     cls = method_registry.get(name)
     return cls(parse_method_config(name, options), dims)
+
+
+def reads_unlabelled(name: str, options: dict) -> bool:
+    """Whether a method with these options has a label-free term (one that an unlabelled image can feed)."""
+    cls = method_registry.get(name)
+    config = parse_method_config(name, options)
+    weights = {k.removeprefix("w_"): v for k, v in config.model_dump().items() if k.startswith("w_") and v > 0}
+    return any(term not in cls.labelled_terms for term in weights)
 
 
 def parse_method_config(name: str, options: dict) -> MethodConfig:

@@ -37,7 +37,6 @@ class FitNets(DistillMethod):
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         target = standardise(resize_to(teacher.stages[-1].float(), student.final.shape[-2:]))
-        return {
-            "ce": F.cross_entropy(self.classify(student.final), labels),
-            "hint": F.mse_loss(self.regressor(student.final), target),
-        }
+        logits = self.classify(student.final)
+        return {"ce": self.cross_entropy(logits, labels), "hint": F.mse_loss(self.regressor(student.final), target)} \
+            | self.teacher_terms(student, logits, teacher)

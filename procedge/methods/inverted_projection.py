@@ -51,4 +51,5 @@ class InvertedProjection(DistillMethod):
         else:
             teacher_map = resize_to(teacher.stages[-1].float(), student.final.shape[-2:])
             proj = F.mse_loss(self.projector(teacher_map), student.final)
-        return {"ce": F.cross_entropy(self.head(pooled), labels), "proj": proj}
+        logits = self.head(pooled)
+        return {"ce": self.cross_entropy(logits, labels), "proj": proj} | self.teacher_terms(student, logits, teacher)

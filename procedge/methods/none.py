@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry
@@ -22,4 +21,5 @@ class NoDistillation(DistillMethod):
         return {"ce": 1.0}
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"ce": F.cross_entropy(self.classify(student.final), labels)}
+        logits = self.classify(student.final)
+        return {"ce": self.cross_entropy(logits, labels)} | self.teacher_terms(student, logits, teacher)

@@ -36,7 +36,8 @@ class OptimalTransportKD(DistillMethod):
         self.head = nn.Linear(dims.student_final, dims.num_classes)
         self.register_buffer("cost", torch.zeros(dims.teacher_classes, dims.num_classes))
 
-    def prepare(self, teacher: FrozenTeacher, pooled: torch.Tensor, labels: torch.Tensor) -> None:
+    def prepare(self, teacher: FrozenTeacher, sample: TeacherOutput, labels: torch.Tensor) -> None:
+        pooled = sample.pooled
         classifier = teacher.model.get_classifier()
         if not isinstance(classifier, nn.Linear) or classifier.in_features != pooled.shape[1]:
             raise ProcedgeError("method 'ot' needs a teacher whose classifier is one Linear layer over its pooled features; pick another --method")
@@ -49,4 +50,4 @@ class OptimalTransportKD(DistillMethod):
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.classify(student.final)
         transport = entropic_ot_loss(teacher.logits.float().softmax(1), logits.softmax(1), self.cost, self.config.eps, self.config.iterations)
-        return {"ce": F.cross_entropy(logits, labels), "ot": transport}
+        return {"ce": self.cross_entropy(logits, labels), "ot": transport} | self.teacher_terms(student, logits, teacher)

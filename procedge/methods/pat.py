@@ -123,7 +123,7 @@ class PAT(DistillMethod):
         return {"ce": c.w_ce, "feat": c.w_feat, **({"prompt": c.w_prompt} if c.prompts else {})}
 
     # --- prompts -------------------------------------------------------------------------------------
-    def prepare(self, teacher: FrozenTeacher, pooled: torch.Tensor, labels: torch.Tensor) -> None:
+    def prepare(self, teacher: FrozenTeacher, sample: TeacherOutput, labels: torch.Tensor) -> None:
         if not self.config.prompts:
             return
         modules = dict(teacher.model.named_modules())
@@ -196,7 +196,8 @@ class PAT(DistillMethod):
         g = self.config.grid
         aligned = self._aligned(student.stages or [student.final])
         feat = sum(hierarchical_mse(s, resize_to(standardise(t.float()), (g, g))) for s, t in zip(aligned, teacher.stages)) / len(aligned)
-        terms = {"ce": F.cross_entropy(self.classify(student.final), labels), "feat": feat}
+        logits = self.classify(student.final)
+        terms = {"ce": self.cross_entropy(logits, labels), "feat": feat} | self.teacher_terms(student, logits, teacher)
         if self.config.prompts:
             plain = getattr(teacher, "plain_logits", None)
             if plain is None:

@@ -1,7 +1,31 @@
 """ProC-KD: prototype-guided cross-task knowledge distillation.
 
-Architecture after the authors' partial public code (github Daniel00008/ProC-KD); the training loss
-is procedge's reconstruction (see ../shared/docs/methods.md), not taken from the paper.
+Architecture after the authors' partial public code (github Daniel00008/ProC-KD): a teacher adapter
+(phi_t), a prototype learning module (PLM), the task-adaptive feature augmentation (TAFA) shared by the
+teacher and student paths, one classifier head. That code trains the student with cross-entropy only;
+the training design below is procedge's (see ../shared/docs/methods.md, section 5), not the paper's.
+
+What procedge changed after the first benchmark, where the teacher path memorised the labelled images
+(`L_t` -> 0), its soft targets became the labels and the prototype assignments collapsed:
+
+- The teacher path is anchored to the frozen linear probe, never to the labels: `L_t` is the KL from the
+  probe's soft labels (out-of-fold on labelled images, so they are not the labels) to the teacher path's
+  logits. It is label-free and runs on the unlabelled pool too.
+- The prototypes start from the teacher's local features: phi_t starts as the whitened PCA of the tapped
+  stages (standardised per channel, resized to one grid, concatenated), the prototypes as spherical
+  k-means centres of those positions, the TAFA encoder as the identity, and the PLM is residual
+  (`H = H0 + MLP([H0; g])`, last layer zero-initialised) so that at the start the teacher path's input is
+  exactly that PCA space. The prototypes are scaled so the assignment logits start with a spread of ~2.
+- Assignments stay balanced: the teacher's assignment over each batch's positions is made balanced by
+  Sinkhorn-Knopp (every prototype gets equal mass, SwAV-style); the student's assignment follows these
+  codes (`L_loc`) and so does the teacher's own (`L_bal`), which keeps the prototypes from collapsing.
+- Per-position alignment of the student's projected map to the teacher's prototype-aware features
+  (`L_feat`, cosine) and the shared label-free terms `emb` (the teacher's pooled embedding) and `soft`
+  (the probe's soft labels on the deployed, augmented path) are on by default.
+
+Loss: `w_s L_s + w_a L_a` (labelled images only) `+ w_t L_t + w_kl L_kl + w_loc L_loc + w_bal L_bal +
+w_feat L_feat + w_emb L_emb + w_soft L_soft` (every image). The deploy graph is the student backbone,
+phi_s, the TAFA with its prototypes folded into 1x1 convs (`procedge.folding`), pool and the head.
 """
 
 from __future__ import annotations
@@ -15,48 +39,70 @@ from torch import nn
 
 from procedge.folding import FoldedTAFA, fold_tafa
 from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry, resize_to
-from procedge.models.teacher import TeacherOutput
+from procedge.methods.knowledge import soft_kl
+from procedge.models.teacher import FrozenTeacher, TeacherOutput
+
+INIT_POSITIONS = 20_000  # teacher positions the PCA and k-means initialisation read
 
 
 class ProcKDConfig(MethodConfig):
     dim: int = Field(128, gt=0, description="shared width D")
     num_prototypes: int = Field(72, gt=0, description="K")
     assign_temperature: float = Field(0.1, gt=0, description="tau of the prototype assignment softmax")
-    kd_temperature: float = Field(4.0, gt=0, description="T of the logit KL term")
-    w_s: float = Field(1.0, ge=0)
-    w_t: float = Field(1.0, ge=0)
-    w_a: float = Field(1.0, ge=0)
-    w_kl: float = Field(1.0, ge=0)
-    w_loc: float = Field(1.0, ge=0)
-    w_feat: float = Field(0.0, ge=0, description="procedge's addition (off by default): per-position cosine alignment of "
-                                                "phi_s(F_s) to the teacher's prototype-aware features PLM(phi_t(F_t))")
+    kd_temperature: float = Field(4.0, gt=0, description="T of the teacher-path to augmented-path KL term")
+    sinkhorn_iterations: int = Field(3, ge=1, description="Sinkhorn-Knopp iterations that balance the teacher's assignments")
+    init_from_teacher: bool = Field(True, description="phi_t from the PCA and prototypes from k-means of the teacher's local features")
+    w_s: float = Field(1.0, ge=0, description="CE of the plain student path (labelled images)")
+    w_a: float = Field(1.0, ge=0, description="CE of the augmented student path (labelled images)")
+    w_t: float = Field(1.0, ge=0, description="teacher path follows the probe's soft labels (label-free)")
+    w_kl: float = Field(1.0, ge=0, description="augmented student path follows the teacher path (label-free)")
+    w_loc: float = Field(1.0, ge=0, description="student's prototype assignment follows the teacher's balanced codes (label-free)")
+    w_bal: float = Field(1.0, ge=0, description="teacher's prototype assignment follows its balanced codes (label-free)")
+    w_feat: float = Field(1.0, ge=0, description="per-position cosine alignment of phi_s(F_s) to the teacher's PLM features")
+    w_emb: float = Field(1.0, ge=0, description="label-free: regress the teacher's pooled embedding through a learned projector")
+    w_soft: float = Field(1.0, ge=0, description="label-free: KL of the deployed path to the teacher probe's soft labels")
 
 
 class TeacherAdapter(nn.Module):
-    """phi_t: each teacher stage to D (1x1 conv), resized to the finest grid, concatenated, fused to D."""
+    """phi_t: the tapped teacher stages resized to the finest grid, concatenated, one 1x1 conv to D."""
 
     def __init__(self, channels: list[int], dim: int):
         super().__init__()
-        self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in channels)
-        self.fuse = nn.Sequential(nn.Conv2d(len(channels) * dim, dim, 1), nn.ReLU()) if len(channels) > 1 else nn.Identity()
+        self.proj = nn.Conv2d(sum(channels), dim, 1)
+
+    @staticmethod
+    def gather(stages: list[torch.Tensor]) -> torch.Tensor:
+        size = max((s.shape[-2:] for s in stages), key=lambda hw: hw[0] * hw[1])
+        return torch.cat([s.float() if s.shape[-2:] == size else F.interpolate(s.float(), size=size, mode="bilinear", align_corners=False)
+                          for s in stages], 1)
 
     def forward(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        size = max((s.shape[-2:] for s in stages), key=lambda hw: hw[0] * hw[1])
-        maps = []
-        for proj, stage in zip(self.proj, stages):
-            m = proj(stage.float())
-            maps.append(m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False))
-        return self.fuse(torch.cat(maps, 1))
+        return self.proj(self.gather(stages))
+
+    @torch.no_grad()
+    def init_pca(self, positions: torch.Tensor) -> None:
+        """Whitened PCA of per-channel standardised positions (N, C): each output channel starts at unit variance."""
+        mean, std = positions.mean(0), positions.std(0).clamp_min(1e-4)
+        z = (positions - mean) / std
+        _, s, vh = torch.linalg.svd(z, full_matrices=False)
+        dim = self.proj.out_channels
+        components = vh[:dim] / (s[:dim, None] / (len(z) - 1) ** 0.5).clamp_min(1e-6)  # (D, C), whitening
+        if components.shape[0] < dim:  # fewer teacher channels than D: the rest keep their random start
+            components = torch.cat([components, self.proj.weight.flatten(1)[components.shape[0]:]])
+        weight = components / std
+        self.proj.weight.copy_(weight[:, :, None, None])
+        self.proj.bias.copy_(-(weight @ mean))
 
 
 class PrototypeLearning(nn.Module):
-    """PLM: NetVLAD-style aggregation of teacher positions around the prototypes, fed back to each position."""
+    """PLM: NetVLAD-style aggregation of teacher positions around the prototypes, fed back to each position (residual)."""
 
     def __init__(self, dim: int, num_prototypes: int):
         super().__init__()
         self.assign = nn.Conv2d(dim, num_prototypes, 1)
         self.aggregate = nn.Linear(num_prototypes * dim, dim)
         self.mlp = nn.Sequential(nn.Conv2d(2 * dim, dim, 1), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+        nn.init.zeros_(self.mlp[2].weight), nn.init.zeros_(self.mlp[2].bias)  # starts as the identity on H0
 
     def forward(self, h0: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         hn = F.normalize(h0, dim=1)
@@ -65,7 +111,7 @@ class PrototypeLearning(nn.Module):
         residuals = torch.einsum("bkn,bdn->bkd", assign, positions) - assign.sum(2).unsqueeze(-1) * prototypes
         vlad = F.normalize(F.normalize(residuals, dim=2).flatten(1), dim=1)
         g = self.aggregate(vlad)[:, :, None, None].expand_as(h0)
-        return self.mlp(torch.cat([h0, g], 1))
+        return h0 + self.mlp(torch.cat([h0, g], 1))
 
 
 class TaskAdaptiveAugmentation(nn.Module):
@@ -80,12 +126,31 @@ class TaskAdaptiveAugmentation(nn.Module):
     def encode_prototypes(self, prototypes: torch.Tensor) -> torch.Tensor:
         return F.linear(prototypes, self.encoder.weight.flatten(1), self.encoder.bias)  # (K, D)
 
+    def assignment_logits(self, encoded: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kd,bdhw->bkhw", self.encode_prototypes(prototypes), encoded) / self.temperature
+
     def forward(self, x: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented map and the assignment logits (B, K, H, W)."""
         encoded = self.encoder(x)
-        protos = self.encode_prototypes(prototypes)
-        assign = (torch.einsum("kd,bdhw->bkhw", protos, encoded) / self.temperature).softmax(1)
-        recon = torch.einsum("kd,bkhw->bdhw", protos, assign)
-        return F.relu(self.mlp(torch.cat([encoded, recon], 1)) + x), assign
+        logits = self.assignment_logits(encoded, prototypes)
+        recon = torch.einsum("kd,bkhw->bdhw", self.encode_prototypes(prototypes), logits.softmax(1))
+        return F.relu(self.mlp(torch.cat([encoded, recon], 1)) + x), logits
+
+
+@torch.no_grad()
+def sinkhorn_codes(logits: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Balanced soft codes (B, K, H, W) for assignment logits over all of a batch's positions (Sinkhorn-Knopp, log domain)."""
+    b, k, h, w = logits.shape
+    log_q = logits.float().permute(0, 2, 3, 1).reshape(-1, k)  # (positions, K)
+    for _ in range(iterations):
+        log_q = log_q - log_q.logsumexp(0, keepdim=True)  # every prototype takes the same share of the positions
+        log_q = log_q - log_q.logsumexp(1, keepdim=True)  # every position's codes sum to one
+    return log_q.exp().reshape(b, h, w, k).permute(0, 3, 1, 2)
+
+
+def code_cross_entropy(codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-position cross-entropy of assignment logits to target codes, averaged over positions."""
+    return -(codes * logits.log_softmax(1)).sum(1).mean()
 
 
 @contextlib.contextmanager
@@ -119,6 +184,7 @@ class ProcKD(DistillMethod):
 
     Config = ProcKDConfig
     config: ProcKDConfig
+    labelled_terms = frozenset({"s", "a"})
 
     def __init__(self, config: ProcKDConfig, dims: FeatureDims):
         super().__init__(config, dims)
@@ -132,29 +198,52 @@ class ProcKD(DistillMethod):
 
     def loss_weights(self) -> dict[str, float]:
         c = self.config
-        weights = {"s": c.w_s, "t": c.w_t, "a": c.w_a, "kl": c.w_kl, "loc": c.w_loc}
-        return weights | ({"feat": c.w_feat} if c.w_feat > 0 else {})
+        return {"s": c.w_s, "a": c.w_a, "t": c.w_t, "kl": c.w_kl, "loc": c.w_loc, "bal": c.w_bal, "feat": c.w_feat}
+
+    @torch.no_grad()
+    def prepare(self, teacher: FrozenTeacher, sample: TeacherOutput, labels: torch.Tensor) -> None:
+        """Start phi_t, the encoder and the prototypes from the teacher's local features (PCA, spherical k-means)."""
+        if not self.config.init_from_teacher:
+            return
+        from sklearn.cluster import KMeans
+
+        device = self.prototypes.device
+        maps = TeacherAdapter.gather([s.cpu() for s in sample.stages])  # (N, C, H, W)
+        positions = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+        generator = torch.Generator().manual_seed(0)
+        positions = positions[torch.randperm(len(positions), generator=generator)[:INIT_POSITIONS]]
+        self.phi_t.cpu().init_pca(positions)
+        self.phi_t.to(device)
+        projected = self.phi_t.proj(positions[:, :, None, None].to(device)).flatten(1).cpu()
+        k = min(self.config.num_prototypes, len(projected))
+        centres = KMeans(k, n_init=3, random_state=0).fit(F.normalize(projected, dim=1).numpy()).cluster_centers_
+        centres = F.normalize(torch.from_numpy(centres).float(), dim=1)
+        spread = (projected @ centres.T).std(1).mean().clamp_min(1e-6)  # assignment logits start with a spread of ~2
+        self.tafa.encoder.weight.copy_(torch.eye(self.config.dim, device=device)[:, :, None, None])
+        self.tafa.encoder.bias.zero_()
+        self.prototypes[:k].copy_((centres * 2 * self.config.assign_temperature / spread).to(device))
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if teacher.task_logits is None:
+            raise ValueError("proc-kd's teacher path needs the teacher probe's logits (TeacherOutput.task_logits)")
+        c = self.config
         x_s = self.phi_s(student.final)
         h_t = self.plm(self.phi_t(teacher.stages), self.prototypes)
         with frozen_running_stats(self.tafa):  # the deployed BN statistics come from the student path only
             z_t, assign_t = self.tafa(h_t, self.prototypes)
         z_a, assign_s = self.tafa(x_s, self.prototypes)
         logits_t, logits_a = self.classify(z_t), self.classify(z_a)
-        temp = self.config.kd_temperature
-        target_assign = resize_to(assign_t.detach(), assign_s.shape[-2:])
+        codes = sinkhorn_codes(assign_t.detach(), c.sinkhorn_iterations)
         terms = {
-            "s": F.cross_entropy(self.classify(x_s), labels),
-            "t": F.cross_entropy(logits_t, labels),
-            "a": F.cross_entropy(logits_a, labels),
-            "kl": F.kl_div(F.log_softmax(logits_a / temp, 1), F.softmax(logits_t.detach() / temp, 1), reduction="batchmean") * temp**2,
-            "loc": F.kl_div(assign_s.clamp_min(1e-8).log(), target_assign, reduction="none").sum(1).mean(),
+            "s": self.cross_entropy(self.classify(x_s), labels),
+            "a": self.cross_entropy(logits_a, labels),
+            "t": soft_kl(logits_t, teacher.task_logits, 1.0),
+            "kl": soft_kl(logits_a, logits_t.detach(), c.kd_temperature),
+            "loc": code_cross_entropy(resize_to(codes, assign_s.shape[-2:]), assign_s),
+            "bal": code_cross_entropy(codes, assign_t),
+            "feat": (1 - F.cosine_similarity(x_s, resize_to(h_t.detach(), x_s.shape[-2:]), dim=1)).mean(),
         }
-        if self.config.w_feat > 0:
-            target = resize_to(h_t.detach(), x_s.shape[-2:])
-            terms["feat"] = (1 - F.cosine_similarity(x_s, target, dim=1)).mean()
-        return terms
+        return terms | self.teacher_terms(student, logits_a, teacher)
 
     def augmented_head(self) -> nn.Module:
         """Student path with the unfolded augmentation (training-time graph, for checks)."""

@@ -38,16 +38,20 @@ class Distiller(nn.Module):
     only for methods that need it live, on `teacher_images`; otherwise its cached `teacher_output` is used.
     """
 
-    def __init__(self, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher | None = None):
+    def __init__(self, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher | None = None, probe: nn.Linear | None = None):
         super().__init__()
         self.backbone, self.method = backbone, method
         self._teacher = [teacher]  # a list keeps it out of parameters(), state_dict() and DDP
+        self._probe = [probe]  # the teacher's frozen linear probe: soft labels for a live teacher's outputs
         self._tap = FeatureTap(backbone, student_stage_paths(backbone, method.student_stage_count))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher_output: TeacherOutput | None = None,
                 teacher_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if teacher_output is None:
             teacher_output = self.method.teacher_forward(self._teacher[0], teacher_images)
+            if self._probe[0] is not None:
+                with torch.no_grad():
+                    teacher_output.task_logits = self._probe[0](teacher_output.pooled.detach().float())
         final = self.backbone.forward_features(images)
         return self.method.losses(StudentFeatures(final, self._tap.take()), teacher_output, labels)
 

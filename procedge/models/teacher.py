@@ -126,6 +126,7 @@ class TeacherOutput:
     stages: list[torch.Tensor]  # (B, C_i, H_i, W_i) per tapped stage
     pooled: torch.Tensor  # (B, F) pre-logits features
     logits: torch.Tensor  # (B, C_teacher) in the teacher's own label space
+    task_logits: torch.Tensor | None = None  # (B, C_task) the teacher's linear probe on the student's task, where known
 
 
 class FrozenTeacher(nn.Module):

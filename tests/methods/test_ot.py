@@ -28,7 +28,7 @@ def test_cost_is_fitted_from_the_teacher_classifier_and_saved(setup):
     teacher, out, _, labels = setup
     method = create_method("ot", {}, DIMS)
     assert "ot" in method_registry.names() and torch.count_nonzero(method.cost) == 0
-    method.prepare(teacher, out.pooled, labels)
+    method.prepare(teacher, out, labels)
     assert method.cost.shape == (1000, 10)
     assert 0 <= method.cost.min() and method.cost.max() <= 2  # 1 - cosine
     assert method.cost.std() > 0
@@ -41,7 +41,7 @@ def test_ot_and_ce_terms_train_on_real_images(setup):
     teacher, out, images, labels = setup
     torch.manual_seed(0)
     backbone, method = create_backbone("resnet10t"), create_method("ot", {"w_ot": 1.0}, DIMS)
-    method.prepare(teacher, out.pooled, labels)
+    method.prepare(teacher, out, labels)
     opt = torch.optim.AdamW(list(backbone.parameters()) + list(method.parameters()), 1e-3)
     history = []
     for _ in range(5):
@@ -61,4 +61,4 @@ def test_teacher_without_a_linear_classifier_is_one_line(setup):
     teacher = FrozenTeacher(create_teacher_model(EMBEDDED_TEACHER, None), ["blocks.6"])
     teacher.model.reset_classifier(0)  # classifier becomes Identity
     with pytest.raises(ProcedgeError, match="one Linear layer"):
-        create_method("ot", {}, DIMS).prepare(teacher, out.pooled, labels)
+        create_method("ot", {}, DIMS).prepare(teacher, out, labels)

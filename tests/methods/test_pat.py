@@ -58,7 +58,7 @@ def test_prompted_pat_trains_on_real_images_and_leaves_the_teacher_alone(mnist_b
     backbone, dims = student_and_dims(teacher)
     method = create_method("pat", {}, dims)
     assert method.needs_live_teacher
-    method.prepare(teacher, torch.zeros(1), torch.zeros(1))
+    method.prepare(teacher, None, torch.zeros(1))
     assert [p.dw.in_channels for p in method.prompts] == [80, 192]  # inputs of blocks.4 and blocks.6
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     history = train_steps(Distiller(backbone, method, teacher), mnist_batch, 6)
@@ -86,7 +86,7 @@ def test_without_prompts_no_prompt_parameters_and_cached_teacher(mnist_batch, te
     torch.manual_seed(0)
     backbone, dims = student_and_dims(teacher)
     method = create_method("pat", {"prompts": False, "dim": 64}, dims)
-    method.prepare(teacher, torch.zeros(1), torch.zeros(1))
+    method.prepare(teacher, None, torch.zeros(1))
     assert method.needs_live_teacher is False
     assert not any("prompt" in n for n, _ in method.named_parameters())
     with torch.no_grad():
@@ -102,7 +102,7 @@ def test_vit_teacher_tokens_are_prompted_past_the_prefix_tokens():
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=4, reg_tokens=1)
     teacher = FrozenTeacher(vit, ["blocks.1", "blocks.3"])
     method = create_method("pat", {"dim": 32, "heads": 2}, FeatureDims([192, 192], 192, 1000, 32, 5, [8, 16, 32, 32]))
-    method.prepare(teacher, torch.zeros(1), torch.zeros(1))
+    method.prepare(teacher, None, torch.zeros(1))
     assert [(p.dw.in_channels, p.prefix) for p in method.prompts] == [(192, 2), (192, 2)]
     with torch.no_grad():
         for p in method.prompts:
