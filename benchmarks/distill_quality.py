@@ -357,22 +357,23 @@ def assess_vs_reality(bench: Bench) -> dict:
     return {"spearman_rho": rho, "teachers": rows, "assessment": assessment, "assess_seconds": assess_seconds}
 
 
-def ablation(bench: Bench, variants: list[str]) -> dict:
-    """ProC-KD variants on the validation split (one seed), against `none` on the same split."""
-    seed = bench.mode.seeds[0]
-    floor = bench.run(f"none-s{seed}", bench.config("none", seed, {}), test=False)["val_accuracy"]
+def ablation(bench: Bench, variants: list[str], setting: str = "labelled") -> dict:
+    """ProC-KD variants on the validation split (one seed) in one setting, against `none` on the same split."""
+    seed, n = bench.mode.seeds[0], bench.mode.train_per_class
+    floor = bench.run(f"none-s{seed}", bench.config("none", seed, {}), test=False, runs=bench.runs_dir("labelled", n))["val_accuracy"]
     rows = {}
     for name in variants:
         options = ABLATION[name]
         label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '')}-s{seed}"
-        rows[name] = bench.run(label, bench.config("proc-kd", seed, options), test=False)["val_accuracy"]
-    table = Table(title=f"ProC-KD ablation, validation split, seed {seed} (none: {floor:.2%})")
+        rows[name] = bench.run(label, bench.config("proc-kd", seed, options, setting=setting), test=False,
+                               runs=bench.runs_dir(setting, n))["val_accuracy"]
+    table = Table(title=f"ProC-KD ablation ({setting}), validation split, seed {seed} (none: {floor:.2%})")
     for column in ("variant", "val acc", "vs default", "vs none"):
         table.add_column(column)
     for name, acc in rows.items():
         table.add_row(name, f"{acc:.2%}", f"{(acc - rows.get('default', acc)) * 100:+.2f} pt", f"{(acc - floor) * 100:+.2f} pt")
     console.print(table)
-    return {"none_val_accuracy": floor, "variants": rows}
+    return {"setting": setting, "none_val_accuracy": floor, "variants": rows}
 
 
 def main() -> None:
@@ -382,8 +383,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["priority"], help="run only the cells the bars read first, then tabulate every finished cell")
     parser.add_argument("--assess", action="store_true", help="also rank the benchmark teachers and correlate with their students")
     parser.add_argument("--ablation", nargs="?", const="all", help="ProC-KD ablation on the validation split: 'all' or ';'-separated variant names")
+    parser.add_argument("--ablation-setting", choices=SETTINGS, default="labelled", help="the setting the ablation runs in")
     parser.add_argument("--skip-compare", action="store_true", help="only the assessment and/or the ablation")
     parser.add_argument("--epochs", type=int, help="override the mode's epochs")
+    parser.add_argument("--pool-epochs", type=int, help="override the mode's epochs of the `unlabelled` setting")
     parser.add_argument("--train-per-class", type=int, help="override the mode's labelled training images per class")
     parser.add_argument("--seeds", help="override the mode's seeds, e.g. 0,1")
     parser.add_argument("--teacher-views", type=int, help="override the mode's cached teacher views (0: teacher on unaugmented images)")
@@ -395,6 +398,8 @@ def main() -> None:
     mode = FULL if args.full else CPU
     if args.epochs:
         mode = replace(mode, epochs=args.epochs)
+    if args.pool_epochs:
+        mode = replace(mode, pool_epochs=args.pool_epochs)
     if args.teacher_views is not None:
         mode = replace(mode, teacher_views=args.teacher_views)
     if args.train_per_class:
@@ -413,7 +418,7 @@ def main() -> None:
     if args.assess:
         results["assessment"] = assess_vs_reality(bench)
     if args.ablation:
-        results["ablation"] = ablation(bench, list(ABLATION) if args.ablation == "all" else args.ablation.split(";"))
+        results["ablation"] = ablation(bench, list(ABLATION) if args.ablation == "all" else args.ablation.split(";"), args.ablation_setting)
     results["wall_seconds"] = time.perf_counter() - started
     out = args.out or REPO / "benchmarks" / "results" / f"distill_quality_{mode.name}.json"
     write_json(out, results)
