@@ -77,7 +77,7 @@ class Schedule:
         return cls(epochs, views, size, images)
 
 
-def _count_training_images(data: Path | None, val_fraction: float, labels_per_class: int | None, unlabeled: Path | None,
+def _count_training_images(data: Path | None, val_fraction: float, labels_per_class: int | None, pool: int,
                            uses_pool: bool) -> tuple[int, int, int | None]:
     """(labelled, pool, typical image side) as the run will see them, from the file listing (no decoding but one image)."""
     if data is None:
@@ -89,7 +89,6 @@ def _count_training_images(data: Path | None, val_fraction: float, labels_per_cl
         labelled = sum(files.values()) if val_root else round(sum(files.values()) * (1 - val_fraction))
         classes = len(files)
         side = image_side(class_files(class_dirs(train_root)[0])[0])
-    pool = len(pool_files(Path(unlabeled))) if unlabeled is not None else 0
     if labels_per_class is not None and labels_per_class * classes < labelled:
         pool, labelled = pool + labelled - labels_per_class * classes, labels_per_class * classes
     return labelled, pool if uses_pool else 0, side
@@ -124,12 +123,11 @@ def resolve_config(
     method_options = parse_method_config(method, method_options or {}).model_dump(mode="json", exclude_unset=True)  # typed, as validated
     if data is not None:
         check_data_root(Path(data))
-    if unlabeled is not None:
-        pool_files(Path(unlabeled))
+    pool_size = len(pool_files(Path(unlabeled))) if unlabeled is not None else 0  # also checks the folder
     uses_pool = reads_unlabelled(method, method_options)
     if (unlabeled is not None or labels_per_class is not None) and not uses_pool:
         info(f"method {method!r} has no label-free term: it trains on the labelled images only, without the unlabelled pool")
-        unlabeled = None
+        unlabeled, pool_size = None, 0
     if student is not None:
         check_timm_name(student)
     if teacher_weights is not None and not Path(teacher_weights).is_file():
@@ -137,7 +135,7 @@ def resolve_config(
     teacher_model = create_teacher_model(teacher, teacher_weights)
     mean, std = default_mean_std(teacher, teacher_model)
     embedded_data = data is None
-    schedule = Schedule.for_data(*_count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, unlabeled,
+    schedule = Schedule.for_data(*_count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, pool_size,
                                                          uses_pool), teacher_model.pretrained_cfg["input_size"][-1], embedded_data)
     chosen = [f"{what} {value}" for what, value, given in (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, teacher_views),
                                                            ("teacher size", schedule.teacher_size, teacher_size)) if given is None]
