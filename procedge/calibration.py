@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_path, write_json
+from procedge.resources import Traversable, resource
 from procedge.run import RunDir
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "calibration"
 
 
 class CalibrationRecipe(BaseModel):
@@ -27,9 +27,11 @@ class CalibrationRecipe(BaseModel):
     seed: int = 0
 
 
-def load_recipe(path: Path = RECIPES_DIR / "default.yaml") -> CalibrationRecipe:
+def load_recipe(path: Path | Traversable | None = None) -> CalibrationRecipe:
+    """A recipe file; by default the one shipped in the package (`calibration/default.yaml` of the source tree)."""
+    path = resource("calibration", "default.yaml") if path is None else path
     try:
-        return CalibrationRecipe.model_validate(yaml.safe_load(Path(path).read_text()))
+        return CalibrationRecipe.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ProcedgeError(f"calibration recipe {path} is unreadable or invalid ({type(exc).__name__}); see calibration/default.yaml") from exc
 

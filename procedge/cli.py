@@ -5,12 +5,38 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from procedge.errors import ProcedgeError
 
-FORMATS = ("onnx", "openvino", "ort", "trt")
+
+
+class RegistryChoice(click.Choice):
+    """A choice among a registry's names, read when first needed (the method registry imports PyTorch,
+    which the device install of `procedge bench` does not have)."""
+
+    def __init__(self, names: Callable[[], list[str]], extra: tuple[str, ...] = ()):
+        self._names, self._extra, self.case_sensitive = names, extra, True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return self._extra + tuple(self._names())
+
+
+def method_names() -> list[str]:
+    try:
+        from procedge.methods import method_registry
+    except ImportError:  # the torch-free install: distill is not available there anyway
+        return []
+    return method_registry.names()
+
+
+def format_names() -> list[str]:
+    from procedge.export import backend_registry
+
+    return backend_registry.names()
 
 
 class ProcedgeGroup(click.Group):
@@ -70,7 +96,8 @@ def targets() -> None:
 @click.option("--teacher-weights", type=click.Path(path_type=Path), help="Teacher checkpoint (.safetensors, or .pth/.pt state dict). Default: the embedded ImageNet Lite0.")
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
 @click.option("--student", help="timm student name; default: sized for the target.")
-@click.option("--method", default="proc-kd", show_default=True, help="Distillation method.")
+@click.option("--method", default="proc-kd", show_default=True, type=RegistryChoice(method_names),
+              help="Distillation method (options of each: `--method-option KEY=VALUE`).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: chosen from the number of training images, 5 to 60).")
 @click.option("--teacher-size", type=click.IntRange(16, 1024),
               help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 96 on the embedded data).")
@@ -148,7 +175,7 @@ def assess(data, teachers, input_size, max_images, seed, out):
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory written by `procedge distill`.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Export format (default: the run's target's backend).")
+@click.option("--format", "fmt", type=RegistryChoice(format_names), help="Export format (default: the run's target's backend).")
 @click.option("--precision", type=click.Choice(("fp32", "fp16", "int8")),
               help="Precision (default: the target's precision for its own backend, else fp32).")
 @click.option("--calib-size", type=click.IntRange(min=1), help="INT8 calibration images from the training split (default: calibration/default.yaml).")
@@ -166,7 +193,7 @@ def export(run_dir, fmt, precision, calib_size, max_accuracy_drop):
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory with exports.")
-@click.option("--format", "formats", multiple=True, type=click.Choice(("pytorch",) + FORMATS), help="Only these formats (repeatable). Default: every export found, plus PyTorch eager.")
+@click.option("--format", "formats", multiple=True, type=RegistryChoice(format_names, ("pytorch",)), help="Only these formats (repeatable). Default: every export found, plus PyTorch eager.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: the runtime's own choice).")
 @click.option("--quick", is_flag=True, help="Shorter timing (50 runs / 0.5 s per row), for smoke tests.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")

@@ -9,8 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from procedge.errors import ProcedgeError
+from procedge.resources import Traversable, resource
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 Precision = Literal["fp32", "fp16", "int8"]
 Backend = Literal["openvino", "ort", "trt"]
@@ -48,9 +48,8 @@ class TargetProfile(_Strict):
     runtime: Runtime = Runtime()
 
 
-def load_profile(path: Path) -> TargetProfile:
+def load_profile(path: Path | Traversable) -> TargetProfile:
     """Load and validate one profile file; a bad one raises a one-line ProcedgeError naming the field."""
-    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -66,7 +65,9 @@ def load_profile(path: Path) -> TargetProfile:
 
 
 def builtin_profiles() -> dict[str, TargetProfile]:
-    profiles = [load_profile(p) for p in sorted(TARGETS_DIR.glob("*.yaml"))]
+    """The profiles shipped in the package (`targets/*.yaml` of the source tree)."""
+    files = sorted((f for f in resource("targets").iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+    profiles = [load_profile(f) for f in files]
     return {p.name: p for p in profiles}
 
 

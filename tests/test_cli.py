@@ -32,6 +32,18 @@ def test_help_for_every_command():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+def test_help_lists_the_registered_methods_and_formats():
+    from procedge.export import backend_registry
+    from procedge.methods import method_registry
+
+    distill_help = " ".join(run_cli("distill", "--help").output.split())
+    assert all(name in distill_help for name in method_registry.names())
+    export_help = run_cli("export", "--help").output
+    assert all(name in export_help for name in backend_registry.names())
+    result = run_cli("distill", "--target", "intel-cpu", "--method", "no-such-method")
+    assert result.exit_code == 2 and "no-such-method" in result.output
+
+
 def test_targets_lists_backend_precision_budget():
     result = run_cli("targets")
     assert result.exit_code == 0

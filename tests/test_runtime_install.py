@@ -1,4 +1,4 @@
-"""The on-device install: `procedge[runtime-ort]` benches an exported run without PyTorch."""
+"""The on-device install: the built wheel plus `runtime-ort`, without PyTorch, lists the targets and benches an exported run."""
 
 import json
 import shutil
@@ -19,16 +19,22 @@ def test_bench_runs_in_a_runtime_only_install(trained_run, tmp_path):
     venv = tmp_path / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     source = tmp_path / "src"  # build from a copy: an in-tree build would write build/ into the checkout
-    shutil.copytree(REPO / "procedge", source / "procedge", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("procedge", "targets", "calibration"):  # the package links to the top-level data folders
+        shutil.copytree(REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + [f"{source}[runtime-ort]"], check=True, capture_output=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("procedge-*.whl"))
+    subprocess.run([python, "-m", "pip", "install", "-q", f"{wheel}[runtime-ort]"], check=True, capture_output=True)
     probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
                            check=True, capture_output=True, text=True)
     assert probe.stdout.strip() == "True"  # no PyTorch on the "device"
+    env = {"PATH": str(venv / "bin"), "PROCEDGE_QUIET": "1"}
+    targets = subprocess.run([str(venv / "bin" / "procedge"), "targets"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert targets.returncode == 0 and "intel-cpu" in targets.stdout and "jetson-orin-nano" in targets.stdout  # shipped in the wheel
     result = subprocess.run([str(venv / "bin" / "procedge"), "bench", "--run", str(trained_run), "--format", "ort", "--quick", "--json"],
-                            capture_output=True, text=True, env={"PATH": str(venv / "bin"), "PROCEDGE_QUIET": "1"})
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout[result.stdout.index("{"):])
     rows = [r for r in report["rows"] if r["format"] == "ort"]
