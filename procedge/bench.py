@@ -304,6 +304,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     return {
         "run": str(run.path),
         "target": config.target.name,
+        "latency_budget_ms": config.target.latency_budget_ms,
         "student": config.student.name,
         "teacher": config.teacher.name,
         "heldout_images": int(len(heldout["labels"])),

@@ -209,7 +209,7 @@ def bench(run_dir, formats, threads, quick, as_json, min_accuracy, baseline):
     policy = TimingPolicy(warmup_runs=5, warmup_seconds=0.1, min_runs=50, min_seconds=0.5) if quick else TimingPolicy()
     report = bench_run(run_dir, list(formats) or None, policy, threads, baseline)
     run = RunDir(run_dir)
-    write_report(report, run.bench_json, run.report)
+    write_report(report, run.bench_json, run.report, run.bench_plot, run.training_plot)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -222,3 +222,25 @@ def bench(run_dir, formats, threads, quick, as_json, min_accuracy, baseline):
         if below:
             click.echo(f"error: below --min-accuracy {min_accuracy:g}: {'; '.join(below)}", err=True)
             sys.exit(1)
+
+
+@main.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Run directory with exports (the student is used).")
+@click.option("--model", type=click.Path(path_type=Path), help="A bare exported model file (.onnx, .xml or .engine) instead of --run.")
+@click.option("--format", "fmt", type=RegistryChoice(format_names), help="With --run: which export (default: the target's backend, else any).")
+@click.option("--precision", type=click.Choice(("fp32", "fp16", "int8")), help="With --run: which precision (default: the target's).")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes to print per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+def predict(images, run_dir, model, fmt, precision, top_k, as_json):
+    """Print the top-k classes of each IMAGE from an exported student, through its runtime alone (no PyTorch needed)."""
+    from procedge.predict import predict as run_predict
+
+    result = run_predict(list(images), run_dir, model, fmt, precision, top_k)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['student']} ({result['method']}), {result['model']}")
+    for item in result["predictions"]:
+        top = ", ".join(f"{t['class']} {t['score']:.3f}" for t in item["top"])
+        click.echo(f"{item['image']}: {top}")

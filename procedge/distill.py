@@ -42,6 +42,7 @@ from procedge.models.teacher import (
     default_mean_std,
     default_stages,
 )
+from procedge.plots import training_curves_png
 from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
@@ -298,6 +299,8 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     with atomic_path(run.student) as tmp:
         torch.save({"backbone": backbone.state_dict(), "method": method.state_dict(), "classes": data.classes}, tmp)
     write_json(run.metrics, metrics)
+    training_curves_png(history, run.training_plot, f"{s.name} ({config.method}) from {config.teacher.name}: "
+                        f"{len(data.train)} labelled + {unlabeled} unlabelled images")
     run.last_checkpoint.unlink(missing_ok=True)
     info(f"student {s.name}: {metrics['student_accuracy']:.2%} held-out (without augmentation {metrics['student_noaug_accuracy']:.2%}); "
          f"teacher probe {probe_acc:.2%}; {metrics['wall_seconds']:.0f} s")

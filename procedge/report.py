@@ -124,7 +124,8 @@ def render(report: dict, console: Console | None = None) -> None:
     console.print(f"  device: {_device_line(report['device'])}", highlight=False)
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
+    """The report as Markdown; `pictures` (caption -> PNG file name beside it) are embedded after the table."""
     lines = [f"# procedge bench: {report['student']} distilled from {report['teacher']} for {report['target']}", "",
              f"Held-out images: {report['heldout_images']}. Single-stream batch-1 latency "
              f"(warm-up {report['timing_policy']['warmup_runs']} runs / {report['timing_policy']['warmup_seconds']} s, "
@@ -132,6 +133,8 @@ def markdown(report: dict) -> str:
              "the models of one format timed in interleaved blocks of 50 calls, each after a 20 ms pause and 3 untimed calls).", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(row, report["rows"])) + " |" for row in report["rows"]]
+    for caption, name in (pictures or {}).items():
+        lines += ["", f"![{caption}]({name})"]
     lines += ["", "## Summary", ""] + [f"- {line}" for line in summarize(report)]
     if report.get("distillation"):
         lines += ["", "## Distillation (held-out accuracy at the end of `procedge distill`, PyTorch)", ""]
@@ -145,6 +148,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, json_path: Path, markdown_path: Path) -> None:
+def write_report(report: dict, json_path: Path, markdown_path: Path, plot_path: Path | None = None,
+                 training_plot: Path | None = None) -> None:
+    """JSON, Markdown and, with `plot_path`, the accuracy-latency PNG (the training curves' PNG is embedded when it exists)."""
+    from procedge.plots import accuracy_latency_png
+
     write_json(json_path, report)
-    write_text(markdown_path, markdown(report))
+    pictures = {}
+    if plot_path is not None and accuracy_latency_png(report, plot_path, report.get("latency_budget_ms")):
+        pictures["accuracy against p50 latency"] = plot_path.name
+    if training_plot is not None and training_plot.exists():
+        pictures["training curves"] = training_plot.name
+    write_text(markdown_path, markdown(report, pictures))

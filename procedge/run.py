@@ -25,6 +25,8 @@ class RunDir:
         self.exports = self.path / "export"
         self.bench_json = self.path / "bench.json"
         self.report = self.path / "report.md"
+        self.training_plot = self.path / "training.png"
+        self.bench_plot = self.path / "accuracy_latency.png"
 
     def is_run(self) -> bool:
         return self.config.exists()

@@ -11,6 +11,7 @@ import numpy as np
 
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir
+from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.registry import Registry
 from procedge.run import RunDir
@@ -105,7 +106,8 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
     with atomic_dir(target) as tmp:
         extra = backend.build(run, precision, tmp, calib_size, max_accuracy_drop)
         names = {v: backend.artifact_name(v) for v in VARIANTS}
-        files = {v: {"file": name, "bytes": _size(tmp / name)} for v, name in names.items()}
+        metadata = stamp_exports(run, tmp, names)
+        files = {v: {"file": name, "bytes": _size(tmp / name), "metadata": metadata[v]} for v, name in names.items()}
         manifest = {"format": fmt, "precision": precision, "files": files, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     info(f"exported {fmt} {precision} to {target}")

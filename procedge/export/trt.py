@@ -23,6 +23,7 @@ import numpy as np
 from procedge.errors import ProcedgeError
 from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
 from procedge.io import atomic_dir
+from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -248,9 +249,11 @@ class TensorRtBackend(ExportBackend):
         with atomic_dir(target) as tmp:
             sources = self._write_onnx(run, precision, tmp, calib_size, reuse_prepared=False)
             script = _write_build_script(tmp, precision)
+            metadata = stamp_exports(run, tmp, {v: f"{v}.onnx" for v in VARIANTS})
             command = f"procedge export --run {run.path} --format trt --precision {precision}"
             kit = {"format": "trt", "precision": precision, "status": "engines not built", "reason": reason,
-                   "on_device": command, "or_with_trtexec": f"bash {target / script}", **sources}
+                   "on_device": command, "or_with_trtexec": f"bash {target / script}", **sources,
+                   "files": {v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in VARIANTS}}
             (tmp / KIT_FILE).write_text(json.dumps(kit, indent=2) + "\n")
         info(f"no TensorRT engine built here ({reason.split(':')[0]}): wrote the ONNX and {script} to {target}; "
              f"on the device run `{command}` (or `bash {target / script}`)")
