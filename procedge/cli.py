@@ -93,9 +93,14 @@ def targets() -> None:
 @main.command()
 @click.option("--target", help="Target profile name or alias (see `procedge targets`), or a profile .yaml file. Required, except with --resume --out.")
 @click.option("--teacher", default="tf_efficientnet_lite0", show_default=True, help="timm model name of the frozen teacher.")
-@click.option("--teacher-weights", type=click.Path(path_type=Path), help="Teacher checkpoint (.safetensors, or .pth/.pt state dict). Default: the embedded ImageNet Lite0.")
+@click.option("--teacher-weights", type=click.Path(path_type=Path), help="Teacher checkpoint (.safetensors, or .pth/.pt state dict). "
+              "Default: the embedded ImageNet Lite0 for tf_efficientnet_lite0, else timm's pretrained weights (local cache, else the hub).")
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
 @click.option("--student", help="timm student name; default: sized for the target.")
+@click.option("--student-weights", type=click.Path(path_type=Path),
+              help="Start the student from this checkpoint (.safetensors, or .pth/.pt state dict); a classifier head of another size is replaced.")
+@click.option("--student-pretrained", is_flag=True,
+              help="Start the student from timm's pretrained weights (the local Hugging Face cache, else the hub).")
 @click.option("--method", default="proc-kd", show_default=True, type=RegistryChoice(method_names),
               help="Distillation method (options of each: `--method-option KEY=VALUE`).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: chosen from the number of training images, 5 to 60).")
@@ -121,7 +126,7 @@ def targets() -> None:
 @click.option("--batch-size", type=click.IntRange(min=2), help="Global batch size, split across torchrun processes (default: 64).")
 @click.option("--method-option", "method_option", multiple=True, metavar="KEY=VALUE",
               help="A hyper-parameter of --method (repeatable), VALUE read as YAML, e.g. --method-option w_hint=0.5.")
-def distill(target, teacher, teacher_weights, data, student, method, epochs, teacher_size, student_size, augment, teacher_views, unlabeled,
+def distill(target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment, teacher_views, unlabeled,
             labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, method_option):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
     from procedge import distributed
@@ -136,8 +141,8 @@ def distill(target, teacher, teacher_weights, data, student, method, epochs, tea
     method_options = parse_method_options(method_option)
     out = out or Path("runs") / f"{resolve_target(target).name}-{method}"
     if resume:
-        if lr or batch_size or method_option:
-            raise ProcedgeError("--resume continues the run's saved config; drop --lr, --batch-size and --method-option")
+        if lr or batch_size or method_option or student_weights or student_pretrained:
+            raise ProcedgeError("--resume continues the run's saved config; drop --lr, --batch-size, --method-option and the --student-* options")
         run_distill(None, out, resume=True)
         return
     from procedge.distill import check_out_dir
@@ -146,7 +151,8 @@ def distill(target, teacher, teacher_weights, data, student, method, epochs, tea
     config, sizing = resolve_config(target, teacher, teacher_weights, data, student, method, epochs, seed, teacher_size, student_size,
                                     method_options=method_options, augment_data=augment, lr=lr, batch_size=batch_size,
                                     teacher_views=teacher_views, unlabeled=unlabeled, labels_per_class=labels_per_class,
-                                    max_unlabeled=max_unlabeled)
+                                    max_unlabeled=max_unlabeled, student_weights=student_weights,
+                                    student_pretrained=student_pretrained)
     run_distill(config, out, sizing, overwrite=overwrite)
     if distributed.is_main():
         click.echo(f"run written to {out}")

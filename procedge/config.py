@@ -27,6 +27,8 @@ class TeacherConfig(_Strict):
 
 class StudentConfig(_Strict):
     name: str
+    weights: Path | None = Field(None, description="checkpoint the backbone starts from (its classifier head is replaced)")
+    pretrained: bool = Field(False, description="start from timm's pretrained weights (local Hugging Face cache, else the hub)")
     input_size: int = Field(ge=16, le=1024)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]

@@ -114,6 +114,8 @@ def resolve_config(
     unlabeled: Path | None = None,
     labels_per_class: int | None = None,
     max_unlabeled: int | None = None,
+    student_weights: Path | None = None,
+    student_pretrained: bool = False,
 ) -> tuple[RunConfig, dict | None]:
     """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision.
 
@@ -131,6 +133,10 @@ def resolve_config(
         unlabeled, pool_size = None, 0
     if student is not None:
         check_timm_name(student)
+    if student_weights is not None and student_pretrained:
+        raise ProcedgeError("--student-weights and --student-pretrained exclude each other; pass one")
+    if student_weights is not None and not Path(student_weights).is_file():
+        raise ProcedgeError(f"student checkpoint {student_weights} does not exist; pass an existing .safetensors/.pth file")
     if teacher_weights is not None and not Path(teacher_weights).is_file():
         raise ProcedgeError(f"teacher checkpoint {teacher_weights} does not exist; pass an existing .safetensors/.pth file")
     teacher_model = create_teacher_model(teacher, teacher_weights)
@@ -167,6 +173,8 @@ def resolve_config(
         teacher=teacher_cfg,
         student=StudentConfig(
             name=student,
+            weights=Path(student_weights).resolve() if student_weights else None,
+            pretrained=student_pretrained,
             input_size=s_size,
             mean=tuple(s_cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(s_cfg.get("std", (0.229, 0.224, 0.225))),
@@ -241,7 +249,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
 
     teacher_model = create_teacher_model(config.teacher.name, config.teacher.weights)
     teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device)
-    backbone, method = build_student(config, teacher_model, len(data.classes))
+    backbone, method = build_student(config, teacher_model, len(data.classes), initial_weights=not resume)
     if not main:  # rank 0 computes (or reads) the teacher's features and stores them; the others read them
         distributed.barrier()
     cache_train = teacher_outputs(teacher, data.train, config.teacher, "train", device)

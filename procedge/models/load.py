@@ -56,9 +56,11 @@ class Distiller(nn.Module):
         return self.method.losses(StudentFeatures(final, self._tap.take()), teacher_output, labels)
 
 
-def build_student(config: RunConfig, teacher: nn.Module, num_classes: int) -> tuple[nn.Module, DistillMethod]:
-    """A fresh student backbone and the run's method, sized by the teacher's and the student's feature shapes."""
-    backbone = create_backbone(config.student.name)
+def build_student(config: RunConfig, teacher: nn.Module, num_classes: int, initial_weights: bool = True) -> tuple[nn.Module, DistillMethod]:
+    """The student backbone (from its configured starting weights, unless a trained checkpoint will be loaded over it:
+    `initial_weights=False`) and the run's method, sized by the teacher's and the student's feature shapes."""
+    s = config.student
+    backbone = create_backbone(s.name, s.weights, s.pretrained) if initial_weights else create_backbone(s.name)
     count = method_registry.get(config.method).student_stage_count
     dims = FeatureDims(
         teacher_stages=stage_channels(teacher, config.teacher.stages, "teacher"),
@@ -96,7 +98,7 @@ def load_trained(run: RunDir) -> TrainedRun:
     config = RunConfig.load(run.config)
     ckpt = torch.load(run.student, map_location="cpu", weights_only=True)
     teacher = create_teacher_model(config.teacher.name, config.teacher.weights)
-    backbone, method = build_student(config, teacher, len(ckpt["classes"]))
+    backbone, method = build_student(config, teacher, len(ckpt["classes"]), initial_weights=False)
     backbone.load_state_dict(ckpt["backbone"])
     method.load_state_dict(ckpt["method"])
     probe_state = torch.load(run.teacher_probe, map_location="cpu", weights_only=True)

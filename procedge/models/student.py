@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
 from procedge.models.cost import measure_cost
-from procedge.models.teacher import check_timm_name
+from procedge.models.teacher import check_timm_name, load_checked, read_state_dict
+from procedge.progress import info
 from procedge.targets import TargetProfile
 
 # A ladder across widths and depths; capability is ranked by compute at the run's input size.
@@ -27,10 +29,28 @@ STUDENT_CANDIDATES = (
 )
 
 
-def create_backbone(name: str) -> nn.Module:
-    """A randomly initialised timm backbone without its head (procedge never downloads weights)."""
+def create_backbone(name: str, weights: Path | None = None, pretrained: bool = False) -> nn.Module:
+    """A timm backbone without its head: random, or from a checkpoint file (`weights`), or from timm's pretrained
+    weights (`pretrained`: the local Hugging Face cache, else the hub). A checkpoint's classifier head, of any size,
+    is dropped (the method builds the task's head) and reported; any other mismatch is one line naming the tensor."""
     check_timm_name(name)
-    return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    if weights is None and not pretrained:
+        return backbone
+    if weights is not None:
+        state, source = read_state_dict(weights), str(weights)
+    else:
+        from procedge.models.pretrained import pretrained_state
+
+        state, source = pretrained_state(name, "--student-weights"), f"timm's pretrained {name}"
+    classifier = backbone.pretrained_cfg.get("classifier")
+    head = [k for k in state if isinstance(classifier, str) and k.startswith(f"{classifier}.")]
+    if head:
+        classes = state[f"{classifier}.weight"].shape[0] if f"{classifier}.weight" in state else "?"
+        info(f"student {name}: the checkpoint's {classes}-class head ({classifier}) is replaced by the task's")
+    load_checked(backbone, {k: v for k, v in state.items() if k not in head}, source, "check the --student name")
+    info(f"student {name} starts from {source}")
+    return backbone
 
 
 def feature_channels(backbone: nn.Module, input_size: int) -> int:

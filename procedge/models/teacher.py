@@ -45,20 +45,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str, hint: str = "check the --teacher name") -> None:
     """Load a state dict strictly; on mismatch name the first offending tensor."""
     own = model.state_dict()
     for name, tensor in state.items():
         if name not in own:
-            raise ProcedgeError(f"checkpoint {source} does not fit the model: unexpected tensor {name!r}; check the --teacher name")
+            raise ProcedgeError(f"checkpoint {source} does not fit the model: unexpected tensor {name!r}; {hint}")
         if own[name].shape != tensor.shape:
             raise ProcedgeError(
                 f"checkpoint {source} does not fit the model: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                f"the model expects {tuple(own[name].shape)}; check the --teacher name"
+                f"the model expects {tuple(own[name].shape)}; {hint}"
             )
     missing = [n for n in own if n not in state]
     if missing:
-        raise ProcedgeError(f"checkpoint {source} does not fit the model: tensor {missing[0]!r} is missing; check the --teacher name")
+        raise ProcedgeError(f"checkpoint {source} does not fit the model: tensor {missing[0]!r} is missing; {hint}")
     model.load_state_dict(state)
 
 
@@ -89,20 +89,24 @@ def embedded_teacher_weights() -> Path:
 
 
 def create_teacher_model(name: str, weights: Path | None) -> nn.Module:
-    """A timm model with weights: a user checkpoint, or the embedded Lite0 file for the default name."""
+    """A timm model with weights: a user checkpoint; the embedded Lite0 file for the default name; else timm's
+    pretrained weights from the local Hugging Face cache or the hub (one line asking for --teacher-weights if neither)."""
     check_timm_name(name)
-    if weights is None and name != EMBEDDED_TEACHER:
-        raise ProcedgeError(f"teacher {name!r} needs --teacher-weights (procedge never downloads weights); only {EMBEDDED_TEACHER} is embedded")
-    if weights is None:
+    if weights is None and name == EMBEDDED_TEACHER:
         model = timm.create_model(name, pretrained=False)
         load_checked(model, remap_efficientnet_pytorch(read_state_dict(embedded_teacher_weights()), model), "embedded Lite0")
         return model.eval()
-    state = read_state_dict(weights)
+    if weights is None:
+        from procedge.models.pretrained import pretrained_state
+
+        state, source = pretrained_state(name, "--teacher-weights"), f"timm's pretrained {name}"
+    else:
+        state, source = read_state_dict(weights), str(weights)
     probe = timm.create_model(name, pretrained=False)
     classifier = probe.pretrained_cfg.get("classifier")
     num_classes = state[f"{classifier}.weight"].shape[0] if isinstance(classifier, str) and f"{classifier}.weight" in state else probe.num_classes
     model = probe if num_classes == probe.num_classes else timm.create_model(name, pretrained=False, num_classes=num_classes)
-    load_checked(model, state, str(weights))
+    load_checked(model, state, source)
     return model.eval()
 
 
