@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("PROCEDGE_QUIET", "1")
 
 from procedge.config import RunConfig  # noqa: E402
-from procedge.data import ImageSet, load_split  # noqa: E402
+from procedge.data import ImageFiles, load_split  # noqa: E402
 from procedge.distill import distill, resolve_config  # noqa: E402
 from procedge.io import read_json, write_json  # noqa: E402
 from procedge.models.load import load_trained  # noqa: E402
@@ -64,6 +64,8 @@ class Mode:
     unlabeled: int = 10_000  # the pool of the `unlabelled` setting (CIFAR-10 training images, labels unused)
     pool_epochs: int = 10  # epochs over labelled + pool (11,000 images an epoch at 100 labels a class)
     pool_views: int = 2  # cached teacher views of every image in the `unlabelled` setting
+    pool_batch_size: int = 64  # batch and peak learning rate of the `unlabelled` setting
+    pool_lr: float = 2e-3
     curve: tuple[int, ...] = (25, 100, 500)  # labels a class of the learning curve (none vs proc-kd, with the pool)
     main_seeds: int = 3  # seeds for none, proc-kd and the strongest other method of each setting; 1 for the rest
     assess_seeds: int = 2  # seeds per extra teacher in the assessment
@@ -146,7 +148,7 @@ class Bench:
         self.tree = self.labelled_tree(mode.train_per_class)
         self.runs = self.runs_dir("labelled", mode.train_per_class)
         self.classes = sorted(p.name for p in (self.cifar / "test").iterdir() if p.is_dir())
-        self._test: dict[int, ImageSet] = {}
+        self._test: ImageFiles | None = None
         reserve = mode.val_per_class + max((mode.train_per_class, *mode.curve))
         per_class = mode.unlabeled // len(self.classes)
         self.pool = make_pool(self.cifar, work / f"pool-{per_class}-after{reserve}", per_class, reserve) if per_class else None
@@ -158,12 +160,14 @@ class Bench:
         m = self.mode
         if setting == "labelled":
             return self.work / f"runs-{per_class}pc-{m.epochs}ep" / f"views{m.teacher_views}"
-        return self.work / f"runs-{per_class}pc-pool{m.unlabeled}-{m.pool_epochs}ep" / f"views{m.pool_views}"
+        recipe = "" if (m.pool_batch_size, m.pool_lr) == (64, 2e-3) else f"-b{m.pool_batch_size}-lr{m.pool_lr:g}"
+        return self.work / f"runs-{per_class}pc-pool{m.unlabeled}-{m.pool_epochs}ep{recipe}" / f"views{m.pool_views}"
 
-    def test_set(self, size: int) -> ImageSet:
-        if size not in self._test:
-            self._test[size] = load_split(self.cifar / "test", self.classes, size)
-        return self._test[size]
+    def test_set(self) -> ImageFiles:
+        """The test split's files (read per batch, at each network's size, by `evaluate`)."""
+        if self._test is None:
+            self._test = load_split(self.cifar / "test", self.classes)
+        return self._test
 
     def config(self, method: str, seed: int, options: dict, teacher_weights: Path | None = None, setting: str = "labelled",
                per_class: int | None = None) -> RunConfig:
@@ -175,7 +179,8 @@ class Bench:
                                    student=m.student, method=method, epochs=m.pool_epochs if pooled else m.epochs, seed=seed,
                                    teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
                                    teacher_views=m.pool_views if pooled else m.teacher_views, unlabeled=self.pool if pooled else None)
-        update = {"train": config.train.model_copy(update={"batch_size": m.batch_size, "lr": m.lr})}
+        update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
+                                                           "lr": m.pool_lr if pooled else m.lr})}
         if stages is not None:
             from procedge.models.teacher import create_teacher_model
 
@@ -204,7 +209,7 @@ class Bench:
             scores = out / "test.json"
             if not scores.exists():
                 trained = load_trained(run)
-                write_json(scores, {"student": evaluate(trained.student_net(), self.test_set(config.student.input_size), config.student.input_size)})
+                write_json(scores, {"student": evaluate(trained.student_net(), self.test_set(), config.student.input_size)})
             row["test_accuracy"] = read_json(scores)["student"]
         console.print(f"  {label}: val {row['val_accuracy']:.2%}" + (f", test {row['test_accuracy']:.2%}" if test else "")
                       + f", {row['train_seconds']:.0f} s training")
@@ -217,7 +222,7 @@ class Bench:
         if "teacher_probe" not in scores:
             trained = load_trained(RunDir(out))
             size = trained.config.teacher.input_size
-            scores["teacher_probe"] = evaluate(trained.teacher_net(), self.test_set(size), size)
+            scores["teacher_probe"] = evaluate(trained.teacher_net(), self.test_set(), size)
             write_json(out / "test.json", scores)
         return scores["teacher_probe"]
 
@@ -387,6 +392,8 @@ def main() -> None:
     parser.add_argument("--skip-compare", action="store_true", help="only the assessment and/or the ablation")
     parser.add_argument("--epochs", type=int, help="override the mode's epochs")
     parser.add_argument("--pool-epochs", type=int, help="override the mode's epochs of the `unlabelled` setting")
+    parser.add_argument("--pool-batch-size", type=int, help="override the mode's batch size of the `unlabelled` setting")
+    parser.add_argument("--pool-lr", type=float, help="override the mode's peak learning rate of the `unlabelled` setting")
     parser.add_argument("--train-per-class", type=int, help="override the mode's labelled training images per class")
     parser.add_argument("--seeds", help="override the mode's seeds, e.g. 0,1")
     parser.add_argument("--teacher-views", type=int, help="override the mode's cached teacher views (0: teacher on unaugmented images)")
@@ -400,6 +407,10 @@ def main() -> None:
         mode = replace(mode, epochs=args.epochs)
     if args.pool_epochs:
         mode = replace(mode, pool_epochs=args.pool_epochs)
+    if args.pool_batch_size:
+        mode = replace(mode, pool_batch_size=args.pool_batch_size)
+    if args.pool_lr:
+        mode = replace(mode, pool_lr=args.pool_lr)
     if args.teacher_views is not None:
         mode = replace(mode, teacher_views=args.teacher_views)
     if args.train_per_class:

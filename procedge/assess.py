@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from procedge.data import load_task_data, to_model_input
+from procedge.loader import centre_crops
 from procedge.errors import ProcedgeError
 from procedge.models.teacher import EMBEDDED_TEACHER, check_timm_name, create_teacher_model, default_mean_std
 from procedge.progress import progress_bar
@@ -123,10 +124,10 @@ def assess_teachers(data: Path | None, teachers: list[TeacherSpec], input_size: 
     for spec in teachers:
         _check_spec(spec)
     sizes = [_input_size(spec, input_size, data is None) for spec in teachers]
-    task = load_task_data(data, max(sizes), VAL_FRACTION, seed)
+    task = load_task_data(data, VAL_FRACTION, seed)
     if max_images < len(task.classes):
         raise ProcedgeError(f"--max-images {max_images} is fewer than the task's {len(task.classes)} classes; pass at least {len(task.classes)}")
-    sample = task.train.subset(stratified_sample(task.train.labels, max_images, seed))
+    sample = centre_crops(task.train.subset(stratified_sample(task.train.labels, max_images, seed)), max(sizes))
     rows = []
     for spec, size in zip(teachers, sizes):
         start = time.perf_counter()

@@ -216,6 +216,9 @@ def _load_export(directory: Path, variant: str, runtime) -> tuple[Runner, dict, 
     backend = backend_registry.get(manifest["format"])()
     backend.check_available()
     path = directory / manifest["files"][variant]["file"]
+    if not path.exists():
+        raise ProcedgeError(f"{path} is missing beside its manifest; re-export with `procedge export --run {directory.parents[2]} "
+                            f"--format {manifest['format']} --precision {manifest['precision']}`")
     backend.check_compatible(manifest, path)
     runner, settings = backend.load(path, manifest["precision"], runtime)
     return runner, settings, manifest["files"][variant]["bytes"] / 1e6

@@ -71,38 +71,41 @@ def calibration_set(run: RunDir, size: int | None = None, recipe: CalibrationRec
     directory = run.path / "calibration"
     path, manifest_path = directory / f"{key}.npz", directory / f"{key}.json"
     if path.exists() and manifest_path.exists():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except Exception:  # a corrupt calibration set is rebuilt, never trusted
+            path.unlink(missing_ok=True)
     return _build(run, config, recipe, validation, path, manifest_path)
 
 
 def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path: Path, manifest_path: Path) -> dict[str, np.ndarray]:
     import torch
 
-    from procedge.data import load_task_data, to_model_input
+    from procedge.data import load_task_data
+    from procedge.loader import split_batches
 
     if config.data.root is not None and not Path(config.data.root).is_dir():
         raise ProcedgeError(f"INT8 needs calibration images from the run's training data, {config.data.root}, which is not there; "
                             f"restore it (or copy {run.path / 'calibration'} from the machine that has it) and retry")
-    data = load_task_data(config.data.root, max(config.teacher.input_size, config.student.input_size),
-                          config.data.val_fraction, config.train.seed)
+    data = load_task_data(config.data.root, config.data.val_fraction, config.train.seed)
     available = len(data.train) - validation
     if recipe.size > available:
         raise ProcedgeError(f"calibration size {recipe.size} is larger than the {available} training images available"
                             f"{' besides the accuracy-control ones' if validation else ''}; pass --calib-size {available} or less")
 
-    def take(index: np.ndarray, prefix: str = ""):
-        """The raw images at `index` and their arrays at each network's input size, keys prefixed."""
-        index = torch.from_numpy(np.sort(index))
-        images = data.train.images[index]
-        return images, {f"{prefix}student": to_model_input(images, config.student.input_size).mul(255).round().to(torch.uint8).numpy(),
-                        f"{prefix}teacher": to_model_input(images, config.teacher.input_size).mul(255).round().to(torch.uint8).numpy(),
-                        f"{prefix}labels": data.train.labels[index].numpy()}
+    def take(index: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
+        """The images at `index` (centre crops) at each network's input size, and their labels; keys prefixed."""
+        subset = data.train.subset(torch.from_numpy(np.sort(index)))
+        sizes = {"student": config.student.input_size, "teacher": config.teacher.input_size}
+        batches = list(split_batches(subset, sizes, 100))
+        return {f"{prefix}{name}": np.concatenate([b[name].numpy() for b in batches]) for name in sizes} | {
+            f"{prefix}labels": subset.labels.numpy()}
 
     drawn = _choose(data.train.labels.numpy(), recipe.size + validation, recipe)
-    images, arrays = take(drawn[:recipe.size])
+    arrays = take(drawn[:recipe.size])
     if validation:
-        arrays.update(take(drawn[recipe.size:], "val_")[1])
+        arrays.update(take(drawn[recipe.size:], "val_"))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     write_json(manifest_path, {
@@ -112,9 +115,9 @@ def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path
         "count": int(recipe.size),
         "accuracy_control_images": validation,
         "per_class": np.bincount(arrays["labels"], minlength=len(data.classes)).tolist(),
-        "content_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+        "content_sha256": hashlib.sha256(arrays["student"].tobytes()).hexdigest(),
         "preprocessing": {"student_input": config.student.input_size, "teacher_input": config.teacher.input_size,
-                          "resize": "bilinear, antialiased", "range": "uint8 0-255, divided by 255 at use; normalisation is in the graph"},
+                          "resize": "shorter side to the input size, centre crop; bilinear, antialiased", "range": "uint8 0-255, divided by 255 at use; normalisation is in the graph"},
     })
     return arrays
 

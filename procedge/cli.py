@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -107,7 +108,7 @@ def targets() -> None:
 @click.option("--teacher-size", type=click.IntRange(16, 1024),
               help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 96 on the embedded data).")
 @click.option("--student-size", type=click.IntRange(16, 1024), help="Student input size in pixels (default: the target's, or 64 on the embedded data).")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Random shift and flip of the training images (the cached teacher maps are flipped with them).")
+@click.option("--augment/--no-augment", default=False, show_default=True, help="Random-resized crops and flips of the training images (the cached teacher maps are cropped and flipped with them).")
 @click.option("--teacher-views", type=click.IntRange(0, 64),
               help="Cache the teacher's outputs on N fixed augmented views of each training image and train the student on exactly "
                    "those views (consistent teaching; implies --augment; N teacher passes over the data, once). Default: chosen "
@@ -124,10 +125,12 @@ def targets() -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
 @click.option("--lr", type=click.FloatRange(min=0, max=1e30, min_open=True), help="Peak learning rate of the one-cycle schedule (default: 2e-3).")
 @click.option("--batch-size", type=click.IntRange(min=2), help="Global batch size, split across torchrun processes (default: 64).")
+@click.option("--workers", type=int, help="DataLoader processes that read and decode images (default: half the cores, 1 to 8; 0: in the training process).")
+@click.option("--device", default="auto", show_default=True, help="auto (the GPU where there is one), cpu, cuda or cuda:N.")
 @click.option("--method-option", "method_option", multiple=True, metavar="KEY=VALUE",
               help="A hyper-parameter of --method (repeatable), VALUE read as YAML, e.g. --method-option w_hint=0.5.")
 def distill(target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment, teacher_views, unlabeled,
-            labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, method_option):
+            labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, workers, device, method_option):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
     from procedge import distributed
     from procedge.distill import distill as run_distill
@@ -139,6 +142,10 @@ def distill(target, teacher, teacher_weights, data, student, student_weights, st
     if target is None and not (resume and out is not None):
         raise ProcedgeError("--target is required (see `procedge targets`); only `--resume --out DIR` may omit it")
     method_options = parse_method_options(method_option)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ProcedgeError(f"--device {device!r} is not a device; pass auto, cpu, cuda or cuda:N")
+    if workers is not None and workers < 0:
+        raise ProcedgeError(f"--workers {workers}: pass 0 (read images in the training process) or more worker processes")
     out = out or Path("runs") / f"{resolve_target(target).name}-{method}"
     if resume:
         if lr or batch_size or method_option or student_weights or student_pretrained:
@@ -152,7 +159,7 @@ def distill(target, teacher, teacher_weights, data, student, student_weights, st
                                     method_options=method_options, augment_data=augment, lr=lr, batch_size=batch_size,
                                     teacher_views=teacher_views, unlabeled=unlabeled, labels_per_class=labels_per_class,
                                     max_unlabeled=max_unlabeled, student_weights=student_weights,
-                                    student_pretrained=student_pretrained)
+                                    student_pretrained=student_pretrained, workers=workers, device=device)
     run_distill(config, out, sizing, overwrite=overwrite)
     if distributed.is_main():
         click.echo(f"run written to {out}")

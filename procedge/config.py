@@ -58,6 +58,8 @@ class TrainConfig(_Strict):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     seed: int = 0
+    workers: int | None = Field(None, ge=0, description="DataLoader worker processes (None: half the cores, 1 to 8)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: the GPU where there is one, else the CPU")
 
 
 class RunConfig(_Strict):

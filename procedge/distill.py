@@ -15,7 +15,7 @@ from torch import nn
 from procedge import distributed
 from procedge.config import DataConfig, RunConfig, StudentConfig, TeacherConfig, TrainConfig
 from procedge.data import (
-    ImageSet,
+    Images,
     TaskData,
     check_data_root,
     class_dirs,
@@ -24,7 +24,6 @@ from procedge.data import (
     image_side,
     load_task_data,
     pool_files,
-    to_model_input,
 )
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, atomic_path, write_json
@@ -43,10 +42,11 @@ from procedge.models.teacher import (
     default_stages,
 )
 from procedge.plots import training_curves_png
+from procedge.loader import default_workers, normalise, split_batches
 from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
-from procedge.teacher_cache import TeacherCache, TeacherViews, concat_caches, teacher_outputs, teaching_views
+from procedge.teacher_cache import CacheRows, teacher_outputs, teaching_cache
 from procedge.train import evaluate, train_student
 from procedge.targets import resolve_target
 
@@ -58,6 +58,7 @@ SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training ima
 SMALL_IMAGE_SIDE = 112  # a teacher sees images smaller than this at SMALL_IMAGE_TEACHER_SIZE instead of its own input size
 SMALL_IMAGE_TEACHER_SIZE = 160
 PREPARE_IMAGES = 5000  # labelled images whose cached teacher outputs a method's `prepare` reads (a seeded sample beyond)
+PROBE_IMAGES = 10_000  # labelled images the teacher's linear probe is fitted on (a seeded stratified sample beyond)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ def resolve_config(
     max_unlabeled: int | None = None,
     student_weights: Path | None = None,
     student_pretrained: bool = False,
+    workers: int | None = None,
+    device: str = "auto",
 ) -> tuple[RunConfig, dict | None]:
     """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision.
 
@@ -182,7 +185,7 @@ def resolve_config(
         data=DataConfig(root=Path(data).resolve() if data else None, augment=augment_data or teacher_views > 0, teacher_views=teacher_views,
                         unlabeled=Path(unlabeled).resolve() if unlabeled else None, labels_per_class=labels_per_class,
                         max_unlabeled=max_unlabeled),
-        train=TrainConfig(epochs=epochs or schedule.epochs, seed=seed,
+        train=TrainConfig(epochs=epochs or schedule.epochs, seed=seed, workers=workers, device=device,
                           **({"lr": lr} if lr is not None else {}), **({"batch_size": batch_size} if batch_size is not None else {})),
         method=method,
         method_options=method_options,
@@ -227,10 +230,10 @@ def distill(config: RunConfig | None, out: Path, sizing: dict | None = None, ove
 def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: bool) -> dict:
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
-    main, device = distributed.is_main(), distributed.device()
+    main, device = distributed.is_main(), distributed.device(config.train.device)
+    workers = default_workers() if config.train.workers is None else config.train.workers
     d = config.data
-    data = load_task_data(d.root, max(config.teacher.input_size, config.student.input_size), d.val_fraction, config.train.seed,
-                          d.unlabeled, d.labels_per_class, d.max_unlabeled)
+    data = load_task_data(d.root, d.val_fraction, config.train.seed, d.unlabeled, d.labels_per_class, d.max_unlabeled)
     if not reads_unlabelled(config.method, config.method_options):  # every term needs labels: the pool would only cost time
         data.unlabeled = data.pool = None
     unlabeled = 0 if data.unlabeled is None else len(data.unlabeled)
@@ -245,40 +248,36 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
             config.save(run.config)
             if sizing is not None:
                 write_json(run.sizing, sizing)
-        _save_heldout(run, data, config)
+        _save_heldout(run, data, config, workers)
 
     teacher_model = create_teacher_model(config.teacher.name, config.teacher.weights)
     teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device)
     backbone, method = build_student(config, teacher_model, len(data.classes), initial_weights=not resume)
     if not main:  # rank 0 computes (or reads) the teacher's features and stores them; the others read them
         distributed.barrier()
-    cache_train = teacher_outputs(teacher, data.train, config.teacher, "train", device)
-    cache_val = teacher_outputs(teacher, data.val, config.teacher, "held-out", device) if main else None
-    teaching: TeacherCache | TeacherViews | None = None
+    cache_train = teacher_outputs(teacher, data.train, config.teacher, "train", device, workers=workers)
+    cache_val = teacher_outputs(teacher, data.val, config.teacher, "held-out", device, workers=workers) if main else None
+    teaching: CacheRows | None = None
     if not method.needs_live_teacher:  # a live teacher sees the real views anyway
-        if config.data.teacher_views:
-            parts = {"train": data.train} | ({"unlabelled": data.unlabeled} if unlabeled else {})
-            teaching = teaching_views(teacher, parts, config.teacher, config.data.teacher_views, device)
-        elif unlabeled:
-            teaching = concat_caches([cache_train, teacher_outputs(teacher, data.unlabeled, config.teacher, "unlabelled", device)])
-        else:
-            teaching = cache_train
+        teaching = teaching_cache(teacher, data.training_set(), config.teacher, config.data.teacher_views, device, workers)
     if main:
         distributed.barrier()
 
-    probe = fit_linear_probe(cache_train.pooled, data.train.labels, config.train.seed)
-    rows = cache_train if teaching is None else (teaching.cache if isinstance(teaching, TeacherViews) else teaching)
-    if teaching is not None:  # the probe's soft labels for every cached row, out-of-fold on the labelled images
-        rows.task_logits = probe_task_logits(rows.pooled, teaching.image_index, cache_train.pooled, data.train.labels, probe,
-                                             seed=config.train.seed)
-    sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:PREPARE_IMAGES].sort().values
-    method.prepare(teacher, cache_train.batch(sample), data.train.labels[sample])
-    method.knowledge.fit_statistics(rows.pooled)  # the embedding target's scale, over every image (and view) it is read for
+    labels = data.train.labels
+    probe_rows = _probe_sample(labels, config.train.seed)
+    labelled_pooled = cache_train.pooled.read(probe_rows)
+    probe = fit_linear_probe(labelled_pooled, labels[probe_rows], config.train.seed)
+    if teaching is not None:  # the probe's soft labels for every cached row, out-of-fold on the labelled images it was fitted on
+        teaching.task_logits = probe_task_logits(teaching, probe_rows, labelled_pooled, labels[probe_rows], len(labels), probe,
+                                                 seed=config.train.seed)
+    sample = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:PREPARE_IMAGES].sort().values
+    method.prepare(teacher, cache_train.batch(sample), labels[sample])
+    method.knowledge.fit_statistics((teaching or cache_train).pooled_chunks())  # the embedding target's scale, over the rows it is read for
     history = train_student(run, config, backbone, method, teacher, data.training_set(), data.val, teaching, resume, probe)
     if not main:
         return {}
 
-    probe_acc = (probe(cache_val.pooled.float()).argmax(1) == data.val.labels).float().mean().item()
+    probe_acc = _probe_accuracy(probe, cache_val, data.val.labels)
     info(f"teacher linear probe: {probe_acc:.2%} on the held-out split")
     with atomic_path(run.teacher_probe) as tmp:
         torch.save(probe.state_dict(), tmp)
@@ -287,21 +286,24 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     s = config.student
     deployed = StudentNet(backbone, method.deploy_head(), s.mean, s.std)
     plain = StudentNet(backbone, method.plain_head(), s.mean, s.std)
+    skipped_in_training = sum(h.get("skipped_images", 0) for h in history)
     metrics = {
         "method": config.method,
         "teacher_probe_accuracy": probe_acc,
-        "student_accuracy": evaluate(deployed, data.val, s.input_size),
-        "student_noaug_accuracy": evaluate(plain, data.val, s.input_size),
+        "student_accuracy": evaluate(deployed, data.val, s.input_size, workers=workers),
+        "student_noaug_accuracy": evaluate(plain, data.val, s.input_size, workers=workers),
         "fold_max_abs_diff": fold_max_abs_diff(backbone, method, data.val, config),
         "train_images": len(data.train),
         "unlabeled_images": unlabeled,
         "pool": data.pool.to_dict() if data.pool else None,
         "heldout_images": len(data.val),
-        "skipped_files": data.skipped_files,
+        "skipped_files": data.skipped_files + skipped_in_training,
+        "skipped_files_while_training": skipped_in_training,
         "classes": data.classes,
         "history": history,
         "processes": distributed.world_size(),
-        "device": distributed.device_name(),
+        "device": distributed.device_name(device),
+        "data_workers": workers,
         "wall_seconds": time.perf_counter() - started,
     }
     with atomic_path(run.student) as tmp:
@@ -310,23 +312,48 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     training_curves_png(history, run.training_plot, f"{s.name} ({config.method}) from {config.teacher.name}: "
                         f"{len(data.train)} labelled + {unlabeled} unlabelled images")
     run.last_checkpoint.unlink(missing_ok=True)
+    if skipped_in_training:
+        info(f"{skipped_in_training} image reads failed while training (deleted, truncated or unreadable files): skipped")
     info(f"student {s.name}: {metrics['student_accuracy']:.2%} held-out (without augmentation {metrics['student_noaug_accuracy']:.2%}); "
          f"teacher probe {probe_acc:.2%}; {metrics['wall_seconds']:.0f} s")
     return metrics
 
 
-def _save_heldout(run: RunDir, data: TaskData, config: RunConfig) -> None:
+def _probe_sample(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """The labelled rows the probe is fitted on: all of them, or a seeded stratified sample of PROBE_IMAGES."""
+    if len(labels) <= PROBE_IMAGES:
+        return torch.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=PROBE_IMAGES, stratify=labels.numpy(), random_state=seed)
+    return torch.from_numpy(np.sort(keep))
+
+
+def _probe_accuracy(probe: nn.Linear, cache_val, labels: torch.Tensor) -> float:
+    correct, start = 0, 0
+    for chunk in cache_val.pooled.chunks():
+        correct += (probe(chunk.float()).argmax(1) == labels[start:start + len(chunk)]).sum().item()
+        start += len(chunk)
+    return correct / len(labels)
+
+
+def _save_heldout(run: RunDir, data: TaskData, config: RunConfig, workers: int) -> None:
     """The held-out split at each network's input size, uint8, so bench needs neither the data nor torch."""
-    student = to_model_input(data.val.images, config.student.input_size).mul(255).round().to(torch.uint8)
-    teacher = to_model_input(data.val.images, config.teacher.input_size).mul(255).round().to(torch.uint8)
+    parts: dict[str, list[np.ndarray]] = {"student": [], "teacher": []}
+    sizes = {"student": config.student.input_size, "teacher": config.teacher.input_size}
+    for batch in split_batches(data.val, sizes, 100, workers):
+        for name in parts:
+            parts[name].append(batch[name].numpy())
     with atomic_path(run.heldout) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, student=student.numpy(), teacher=teacher.numpy(), labels=data.val.labels.numpy())
+            np.savez_compressed(f, student=np.concatenate(parts["student"]), teacher=np.concatenate(parts["teacher"]),
+                                labels=data.val.labels.numpy())
 
 
 @torch.no_grad()
-def fold_max_abs_diff(backbone: nn.Module, method: DistillMethod, images: ImageSet, config: RunConfig, count: int = 256) -> float:
+def fold_max_abs_diff(backbone: nn.Module, method: DistillMethod, images: Images, config: RunConfig, count: int = 256) -> float:
     """Folded vs unfolded augmentation on real held-out images (float32 logits)."""
-    x = to_model_input(images.images[:count], config.student.input_size, config.student.mean, config.student.std)
-    feats = backbone.eval().forward_features(x)
+    s = config.student
+    batch = next(iter(split_batches(images.subset(torch.arange(min(count, len(images)))), {"student": s.input_size}, count)))
+    feats = backbone.eval().forward_features(normalise(batch["student"], s.mean, s.std))
     return (method.augmented_head()(feats) - method.deploy_head()(feats)).abs().max().item()

@@ -22,15 +22,22 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def device() -> torch.device:
+def device(choice: str = "auto") -> torch.device:
+    """This process's device: `auto` takes its GPU (under torchrun, the one of its local rank) where there is one."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise ProcedgeError(f"--device {choice}: no CUDA GPU is visible to PyTorch here; use --device cpu (or auto)")
+    if choice.startswith("cuda:"):
+        return torch.device(choice)
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
 
-def device_name() -> str:
+def device_name(here: torch.device | None = None) -> str:
     """What trains, for the run's metrics: e.g. `cuda:0 (NVIDIA H100 80GB HBM3)` or `cpu (2 threads)`."""
-    here = device()
+    here = here or device()
     if here.type == "cuda":
         return f"{here} ({torch.cuda.get_device_name(here)})"
     return f"cpu ({torch.get_num_threads()} threads)"

@@ -32,30 +32,35 @@ def fit_linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, s
 
 
 @torch.no_grad()
-def probe_task_logits(pooled: torch.Tensor, image_index: torch.Tensor, labelled_pooled: torch.Tensor, labels: torch.Tensor,
+def probe_task_logits(rows, fitted: torch.Tensor, fitted_pooled: torch.Tensor, fitted_labels: torch.Tensor, labelled: int,
                       probe: nn.Linear, folds: int = 5, seed: int = 0) -> torch.Tensor:
-    """The teacher probe's logits for rows of teacher features, never from a probe that saw the row's own label.
+    """The teacher probe's logits for every row of a teacher cache, never from a probe that saw the row's own label.
 
-    Row r holds the teacher's features of (a view of) image `image_index[r]`; images below `len(labels)` are
-    the labelled ones, the rest the unlabelled pool. A labelled image's logits come from the probe of the
-    stratified fold that left it out (`folds` folds, fewer when a class has fewer images); a pool image's
-    from `probe`, fitted on every labelled image. With a class of a single image there are no folds, and
-    every row gets `probe`.
+    `rows` (a `CacheRows`) gives each row's pooled features (`pooled_chunks`) and the image it is of (`image_index`);
+    images below `labelled` are the labelled ones, the rest the unlabelled pool. `probe` was fitted on the labelled
+    images `fitted` (features `fitted_pooled`, labels `fitted_labels`). A row of one of those images gets the logits of
+    the stratified fold probe that left it out (`folds` folds, fewer when a class has fewer images); every other row
+    gets `probe`. With a class of a single image there are no folds, and every row gets `probe`.
     """
     from sklearn.model_selection import StratifiedKFold
 
-    logits = probe(pooled.float())
-    splits = min(folds, int(torch.bincount(labels).min()))
-    if splits < 2:
-        return logits
-    fold_of = torch.empty(len(labels), dtype=torch.long)
+    splits = min(folds, int(torch.bincount(fitted_labels).min()))
+    fold_of = torch.full((labelled,), -1, dtype=torch.long)
     fold_probes = []
-    for fold, (fit_idx, held_idx) in enumerate(StratifiedKFold(splits, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels.numpy())):
-        fold_of[held_idx] = fold
-        fold_probes.append(fit_linear_probe(labelled_pooled[fit_idx], labels[fit_idx], seed))
-    labelled_rows = (image_index < len(labels)).nonzero().flatten()
-    row_fold = fold_of[image_index[labelled_rows]]
-    for fold, fold_probe in enumerate(fold_probes):
-        rows = labelled_rows[row_fold == fold]
-        logits[rows] = fold_probe(pooled[rows].float())
-    return logits
+    if splits >= 2:
+        for fold, (fit_idx, held_idx) in enumerate(StratifiedKFold(splits, shuffle=True, random_state=seed)
+                                                   .split(np.zeros(len(fitted_labels)), fitted_labels.numpy())):
+            fold_of[fitted[held_idx]] = fold
+            fold_probes.append(fit_linear_probe(fitted_pooled[fit_idx], fitted_labels[fit_idx], seed))
+    parts, start = [], 0
+    for chunk in rows.pooled_chunks():
+        chunk = chunk.float()
+        logits = probe(chunk)
+        image = rows.image_index[start:start + len(chunk)]
+        row_fold = torch.where(image < labelled, fold_of[image.clamp_max(labelled - 1)], torch.full_like(image, -1))
+        for fold, fold_probe in enumerate(fold_probes):
+            picked = (row_fold == fold).nonzero().flatten()
+            logits[picked] = fold_probe(chunk[picked])
+        parts.append(logits)
+        start += len(chunk)
+    return torch.cat(parts)

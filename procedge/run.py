@@ -10,6 +10,12 @@ from procedge.errors import ProcedgeError
 from procedge.io import read_json
 
 
+def damaged(path: Path, exc: BaseException, fix: str) -> ProcedgeError:
+    """One line for a run artifact that is missing or cannot be read, naming the file and what to do."""
+    state = "is missing" if isinstance(exc, FileNotFoundError) else f"is damaged ({type(exc).__name__})"
+    return ProcedgeError(f"{path} {state}; {fix}")
+
+
 class RunDir:
     """Paths of one run's artifacts; a run is trained once `student.pt` exists."""
 
@@ -42,8 +48,26 @@ class RunDir:
         return self.exports / fmt / precision
 
     def load_heldout(self) -> dict[str, np.ndarray]:
-        with np.load(self.heldout) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(self.heldout) as data:
+                arrays = {k: data[k] for k in data.files}
+            if not {"student", "teacher", "labels"} <= set(arrays):
+                raise KeyError("student/teacher/labels")
+            return arrays
+        except Exception as exc:  # numpy and zipfile raise many kinds for a truncated or garbage file
+            raise damaged(self.heldout, exc, f"re-run `procedge distill --out {self.path} --overwrite`") from exc
 
     def read_metrics(self) -> dict:
-        return read_json(self.metrics)
+        try:
+            return read_json(self.metrics)
+        except Exception as exc:
+            raise damaged(self.metrics, exc, f"re-run `procedge distill --out {self.path} --overwrite`") from exc
+
+    def load_torch(self, path: Path) -> dict:
+        """A checkpoint of the run (student.pt, teacher_probe.pt), weights only; one line if it is missing or damaged."""
+        import torch
+
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise damaged(path, exc, f"re-run `procedge distill --out {self.path} --overwrite`") from exc

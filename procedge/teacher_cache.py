@@ -1,154 +1,234 @@
-"""The frozen teacher's outputs for every image of a split, computed once and kept on disk by content hash.
+"""The frozen teacher's outputs for every image (or fixed view) of a split, computed once and kept on disk.
 
-Runs that share a teacher and a split (the seeds and methods of a benchmark, a resumed run) read the
-features instead of running the teacher again. The key covers the teacher (name, checkpoint file,
-input size, normalisation, tapped stages) and the exact uint8 pixels, so a change to any of them
-computes anew.
+A cache is a directory of raw fp16 row files (each tapped stage, the pooled features, the logits) plus
+`meta.json`; rows are read per batch with positioned reads, so memory stays flat however large the split
+(a memory map would count every page it ever touched). Runs that share a teacher, a split and its views (the
+seeds and methods of a benchmark, a resumed run) read it instead of running the teacher again. The key
+covers the teacher (name, checkpoint file, input size, normalisation, tapped stages), the images (files:
+path, size, mtime; images in memory: pixels) and the view, so a change to any of them computes anew.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from torchvision.ops import roi_align
 
 from procedge.config import TeacherConfig
-from procedge.data import ImageSet, apply_augmentations, draw_augmentations, to_model_input
-from procedge.io import atomic_path
+from procedge.data import Images
+from procedge.io import atomic_dir
+from procedge.loader import normalise, split_batches, view_batches
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.progress import progress_bar
+
+FORMAT = 2  # bump when the on-disk layout changes
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("PROCEDGE_CACHE_DIR", Path.home() / ".cache" / "procedge")) / "teacher"
 
 
+class RowFile:
+    """Fixed-size fp16 rows in a raw file, read by positioned reads (no memory map)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = path, tuple(shape)
+        self.row_bytes = int(np.prod(self.shape[1:])) * 2
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self):  # file descriptors do not cross processes
+        return {"path": self.path, "shape": self.shape, "row_bytes": self.row_bytes, "_fd": None}
+
+    def read(self, rows: torch.Tensor | list[int]) -> torch.Tensor:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        rows = rows.tolist() if isinstance(rows, torch.Tensor) else list(rows)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.float16)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        for k, r in enumerate(rows):
+            flat[k] = np.frombuffer(os.pread(self._fd, self.row_bytes, r * self.row_bytes), dtype=np.uint8)
+        return torch.from_numpy(out)
+
+    def chunks(self, size: int = 4096):
+        """All rows in order, `size` at a time (sequential reads)."""
+        for start in range(0, len(self), size):
+            yield self.read(range(start, min(start + size, len(self))))
+
+
 @dataclass
 class TeacherCache:
-    """fp16 tapped stages, pooled features and logits for every image of a split, in split order.
+    """fp16 tapped stages, pooled features and logits of every row of a split, on disk, read per batch.
 
-    `task_logits` (the teacher probe's logits on the student's task) depend on the run's labels, so they
-    are attached per run and never stored.
+    `task_logits` (the teacher probe's logits on the student's task) depend on the run's labels, so they are
+    attached per run, in memory, and never stored. `image_index[r]` is the image row r is of.
     """
 
-    stages: list[torch.Tensor]
-    pooled: torch.Tensor
-    logits: torch.Tensor
+    stages: list[RowFile]
+    pooled: RowFile
+    logits: RowFile
+    image_index: torch.Tensor
     task_logits: torch.Tensor | None = None
+    directory: Path | None = field(default=None, repr=False)
 
-    def batch(self, index: torch.Tensor, flipped: torch.Tensor | None = None, device: torch.device | str = "cpu") -> TeacherOutput:
-        """The outputs for `index`; stage maps of images that augmentation flipped are flipped with them."""
-        stages = [s[index].to(device).float() for s in self.stages]
-        if flipped is not None and flipped.any():
-            mask = flipped.to(device).view(-1, 1, 1, 1)
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def batch(self, rows: torch.Tensor, device: torch.device | str = "cpu", boxes: torch.Tensor | None = None,
+              flips: torch.Tensor | None = None) -> TeacherOutput:
+        """The outputs of `rows`; with `boxes` (x0, y0, x1, y1 relative to the cached view), each stage map is cropped to
+        its box and resized back (RoIAlign), and with `flips` mirrored: the maps of the view the student sees."""
+        stages = [s.read(rows).to(device).float() for s in self.stages]
+        if boxes is not None:
+            boxes = boxes.to(device).float()
+            stages = [_crop_maps(s, boxes) for s in stages]
+        if flips is not None and flips.any():
+            mask = flips.to(device).view(-1, 1, 1, 1)
             stages = [torch.where(mask, s.flip(-1), s) for s in stages]
-        task = None if self.task_logits is None else self.task_logits[index].to(device).float()
-        return TeacherOutput(stages, self.pooled[index].to(device).float(), self.logits[index].to(device).float(), task)
+        task = None if self.task_logits is None else self.task_logits[rows].to(device).float()
+        return TeacherOutput(stages, self.pooled.read(rows).to(device).float(), self.logits.read(rows).to(device).float(), task)
 
-    def select(self, index: torch.Tensor | slice) -> "TeacherCache":
-        return TeacherCache([s[index] for s in self.stages], self.pooled[index], self.logits[index],
-                            None if self.task_logits is None else self.task_logits[index])
-
-    @property
-    def image_index(self) -> torch.Tensor:
-        """The image each row is of (rows are images, in order)."""
-        return torch.arange(len(self.pooled))
-
-    def to_dict(self) -> dict:
-        return {"stages": self.stages, "pooled": self.pooled, "logits": self.logits}
+    def pooled_chunks(self, size: int = 4096):
+        """Every row's pooled features (fp16), in order, `size` rows at a time."""
+        return self.pooled.chunks(size)
 
 
-def concat_caches(parts: list[TeacherCache]) -> TeacherCache:
-    """Rows of several caches, one after the other (the per-run `task_logits` are not carried)."""
-    return TeacherCache([torch.cat([p.stages[i] for p in parts]) for i in range(len(parts[0].stages))],
-                        torch.cat([p.pooled for p in parts]), torch.cat([p.logits for p in parts]))
+def _crop_maps(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each (C, H, W) map cropped to its relative box and resized back to (H, W)."""
+    _, _, h, w = maps.shape
+    scale = torch.tensor([w, h, w, h], device=maps.device, dtype=maps.dtype)
+    rois = torch.cat([torch.arange(len(maps), device=maps.device, dtype=maps.dtype).unsqueeze(1), boxes * scale], 1)
+    return roi_align(maps, rois, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)
 
 
-def cache_key(config: TeacherConfig, images: ImageSet) -> str:
+def cache_key(config: TeacherConfig, images: Images, view: int = 0) -> str:
     digest = hashlib.sha256()
     weights = Path(config.weights) if config.weights else None
     weights_id = f"{weights.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights else "embedded"
-    digest.update(repr((config.name, weights_id, config.input_size, config.mean, config.std, config.stages)).encode())
-    digest.update(images.images.numpy().tobytes())
+    digest.update(repr((FORMAT, config.name, weights_id, config.input_size, config.mean, config.std, config.stages, view)).encode())
+    images.fingerprint(digest)
     return digest.hexdigest()[:32]
 
 
-@torch.no_grad()
-def compute_teacher_outputs(teacher: FrozenTeacher, images: ImageSet, config: TeacherConfig, label: str,
-                            device: torch.device | str = "cpu", batch_size: int = 100) -> TeacherCache:
-    parts: list[TeacherOutput] = []
-    with progress_bar(f"teacher features ({label})", len(images)) as advance:
-        for start in range(0, len(images), batch_size):
-            x = to_model_input(images.images[start:start + batch_size], config.input_size, config.mean, config.std)
-            out = teacher(x.to(device))
-            parts.append(TeacherOutput([s.half().cpu() for s in out.stages], out.pooled.half().cpu(), out.logits.half().cpu()))
-            advance(len(x))
-    return concat_caches([TeacherCache(p.stages, p.pooled, p.logits) for p in parts])
-
-
-def teacher_outputs(teacher: FrozenTeacher, images: ImageSet, config: TeacherConfig, label: str,
-                    device: torch.device | str = "cpu", write: bool = True) -> TeacherCache:
-    """Read the split's teacher outputs from the cache, or compute them (and store them when `write`)."""
-    path = cache_dir() / f"{cache_key(config, images)}.pt"
-    if path.exists():
-        try:
-            return TeacherCache(**torch.load(path, map_location="cpu", weights_only=True))
-        except Exception:  # a damaged cache entry is recomputed, never trusted
-            pass
-    cache = compute_teacher_outputs(teacher, images, config, label, device)
-    if write:
-        with atomic_path(path) as tmp:
-            torch.save(cache.to_dict(), tmp)
+def _open(directory: Path) -> TeacherCache:
+    meta = json.loads((directory / "meta.json").read_text())
+    rows = meta["rows"]
+    stages = [RowFile(directory / f"stage{k}.bin", (rows, *shape)) for k, shape in enumerate(meta["stages"])]
+    cache = TeacherCache(stages, RowFile(directory / "pooled.bin", (rows, meta["pooled"])),
+                         RowFile(directory / "logits.bin", (rows, meta["logits"])), torch.arange(rows), directory=directory)
+    for f in [*cache.stages, cache.pooled, cache.logits]:
+        if f.path.stat().st_size != f.row_bytes * rows:
+            raise ValueError(f"{f.path.name} is truncated")
     return cache
 
 
-VIEW_SEED = 0  # views are drawn once per split, so every run (seed, method) on it shares one cache
+@torch.no_grad()
+def _compute(teacher: FrozenTeacher, batches, count: int, config: TeacherConfig, out: Path, label: str,
+             device: torch.device | str) -> int:
+    """Stream the teacher's outputs for `batches` into row files under `out`; returns how many images could not be read."""
+    files: dict[str, object] = {}
+    shapes: dict = {}
+    unreadable = 0
+    use_amp = torch.device(device).type == "cuda"
+    try:
+        with progress_bar(f"teacher features ({label})", count) as advance:
+            for batch in batches:
+                x = normalise(batch["teacher"].to(device, non_blocking=True), config.mean, config.std)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    output = teacher(x.contiguous(memory_format=torch.channels_last) if use_amp else x)
+                unreadable += int((~batch["ok"]).sum())
+                parts = {f"stage{k}": s for k, s in enumerate(output.stages)} | {"pooled": output.pooled, "logits": output.logits}
+                if not files:
+                    shapes = {"stages": [list(s.shape[1:]) for s in output.stages], "pooled": output.pooled.shape[1],
+                              "logits": output.logits.shape[1]}
+                    files = {name: open(out / f"{name}.bin", "wb") for name in parts}
+                for name, tensor in parts.items():
+                    files[name].write(tensor.float().half().cpu().numpy().tobytes())
+                advance(len(x))
+    finally:
+        for f in files.values():
+            f.close()
+    (out / "meta.json").write_text(json.dumps({"rows": count, **shapes, "label": label, "unreadable": unreadable}) + "\n")
+    return unreadable
 
 
-@dataclass
-class TeacherViews:
-    """Teacher outputs for `views` fixed augmented views of every image (consistent teaching, FKD-style).
-
-    The student trains on exactly the views the teacher saw: `params[v, i]` is view v of image i, and its
-    outputs sit at row `v * N + i` of `cache`.
-    """
-
-    params: torch.Tensor  # (V, N, 3) rows of data.draw_augmentations
-    cache: TeacherCache
-
-    @property
-    def count(self) -> int:
-        return self.params.shape[0]
-
-    def images(self, images: torch.Tensor, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-        return apply_augmentations(images[index], self.params[view, index])
-
-    def batch(self, index: torch.Tensor, view: torch.Tensor, device: torch.device | str = "cpu") -> TeacherOutput:
-        return self.cache.batch(view * self.params.shape[1] + index, None, device)
-
-    @property
-    def image_index(self) -> torch.Tensor:
-        """The image each cache row is a view of."""
-        return torch.arange(len(self.cache.pooled)) % self.params.shape[1]
+def teacher_outputs(teacher: FrozenTeacher, images: Images, config: TeacherConfig, label: str,
+                    device: torch.device | str = "cpu", view: int = 0, workers: int = 0, batch_size: int = 100) -> TeacherCache:
+    """Read the split's teacher outputs (of the centre crops, or of fixed view `view`) from the cache, or compute them."""
+    path = cache_dir() / cache_key(config, images, view)
+    if path.is_dir():
+        try:
+            return _open(path)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):  # a damaged entry is recomputed, never trusted
+            shutil.rmtree(path, ignore_errors=True)
+    sizes = {"teacher": config.input_size}
+    pin = torch.device(device).type == "cuda"
+    if view == 0:
+        batches = split_batches(images, sizes, batch_size, workers, pin)
+    else:
+        batches = view_batches(images, sizes, view, batch_size, workers, pin)
+    with atomic_dir(path) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        _compute(teacher, batches, len(images), config, tmp, label, device)
+    return _open(path)
 
 
-def teacher_views(teacher: FrozenTeacher, images: ImageSet, config: TeacherConfig, views: int,
-                  device: torch.device | str = "cpu", write: bool = True, label: str = "train") -> TeacherViews:
-    """The teacher's outputs on `views` seeded augmented views of the split (each view cached on its own)."""
-    generator = torch.Generator().manual_seed(VIEW_SEED)
-    params = torch.stack([draw_augmentations(len(images), images.images.shape[-2], generator) for _ in range(views)])
-    parts = [teacher_outputs(teacher, ImageSet(apply_augmentations(images.images, params[v]), images.labels), config,
-                             f"{label}, view {v + 1}/{views}", device, write) for v in range(views)]
-    return TeacherViews(params, concat_caches(parts))
+def concat_caches(parts: list[TeacherCache]) -> "CacheRows":
+    return CacheRows(parts)
 
 
-def teaching_views(teacher: FrozenTeacher, parts: dict[str, ImageSet], config: TeacherConfig, views: int,
-                   device: torch.device | str = "cpu") -> TeacherViews:
-    """The teacher's outputs on `views` fixed augmented views of the training images, part after part (labelled,
-    then the pool), each part cached on its own; rows are ordered view-major over all parts."""
-    each = [teacher_views(teacher, images, config, views, device, label=label) for label, images in parts.items()]
-    rows = [e.cache.select(slice(v * e.params.shape[1], (v + 1) * e.params.shape[1])) for v in range(views) for e in each]
-    return TeacherViews(torch.cat([e.params for e in each], 1), concat_caches(rows))
+class CacheRows:
+    """Several caches read as one, rows one part after the other (views of a split, or labelled then pool)."""
+
+    def __init__(self, parts: list[TeacherCache], image_index: torch.Tensor | None = None):
+        self.parts = parts
+        self.offsets = torch.tensor([0] + [len(p) for p in parts]).cumsum(0)
+        self.image_index = image_index if image_index is not None else torch.cat([p.image_index for p in parts])
+        self.task_logits: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def batch(self, rows: torch.Tensor, device: torch.device | str = "cpu", boxes: torch.Tensor | None = None,
+              flips: torch.Tensor | None = None) -> TeacherOutput:
+        part_of = torch.searchsorted(self.offsets[1:], rows, right=True)
+        outputs, order = [], []
+        for k in part_of.unique().tolist():
+            picked = (part_of == k).nonzero().flatten()
+            outputs.append(self.parts[k].batch(rows[picked] - self.offsets[k], device,
+                                               None if boxes is None else boxes[picked], None if flips is None else flips[picked]))
+            order.append(picked)
+        inverse = torch.empty_like(rows)
+        inverse[torch.cat(order)] = torch.arange(len(rows))
+        inverse = inverse.to(device)
+        stages = [torch.cat([o.stages[i] for o in outputs])[inverse] for i in range(len(outputs[0].stages))]
+        task = None if self.task_logits is None else self.task_logits[rows].to(device).float()
+        return TeacherOutput(stages, torch.cat([o.pooled for o in outputs])[inverse], torch.cat([o.logits for o in outputs])[inverse], task)
+
+    def pooled_chunks(self, size: int = 4096):
+        for part in self.parts:
+            yield from part.pooled_chunks(size)
+
+
+def teaching_cache(teacher: FrozenTeacher, images: Images, config: TeacherConfig, views: int,
+                   device: torch.device | str = "cpu", workers: int = 0) -> CacheRows:
+    """The teacher's outputs the student trains against, over the training set (labelled, then the pool): its centre
+    crops (`views` 0), or each of its `views` fixed views. Rows are view-major: row `(v - 1) * N + i` is view v of
+    training image i."""
+    caches = [teacher_outputs(teacher, images, config, f"training images, view {view}/{views}" if views else "training images",
+                              device, view, workers) for view in (range(1, views + 1) if views else [0])]
+    return CacheRows(caches, torch.arange(len(images)).repeat(len(caches)))
+
+
+def view_rows(keys_index: torch.Tensor, keys_view: torch.Tensor, images: int) -> torch.Tensor:
+    """Cache rows of (image, fixed view) pairs in a `teaching_cache` of `images` images (view 0: the centre crop)."""
+    return (keys_view.clamp_min(1) - 1) * images + keys_index

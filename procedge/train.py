@@ -1,14 +1,19 @@
 """The training loop: AdamW with a one-cycle schedule, DDP under torchrun, a checkpoint after every epoch.
 
-Each epoch draws one seeded permutation shared by every rank; rank r trains on every world-th image of
-each global batch, and DDP averages the gradients, so N processes train the same global batch as one.
-The teacher stays outside DDP, frozen; only rank 0 evaluates and writes.
+Images stream from disk through DataLoader workers (`procedge.loader`); the teacher's outputs stream from
+its disk cache (`procedge.teacher_cache`) or, for methods that need it live, come from the teacher itself
+on the same views. Each epoch draws one seeded permutation shared by every rank; rank r trains on every
+world-th image of each global batch, and DDP averages the gradients, so N processes train the same global
+batch as one. The teacher stays outside DDP, frozen; only rank 0 evaluates and writes. On a GPU the
+student and the teacher run in bf16 autocast, channels-last, from pinned memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,27 +21,50 @@ from torch.nn.parallel import DistributedDataParallel
 
 from procedge import distributed
 from procedge.config import RunConfig
-from procedge.data import ImageSet, augment, to_model_input
+from procedge.data import Images
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_path
+from procedge.loader import EpochBatches, ViewedImages, default_workers, make_loader, normalise, split_batches
 from procedge.methods import DistillMethod
 from procedge.models.deploy import StudentNet
 from procedge.models.load import Distiller
 from procedge.models.teacher import FrozenTeacher
 from procedge.progress import info, progress_bar
 from procedge.run import RunDir
-from procedge.teacher_cache import TeacherCache, TeacherViews
+from procedge.teacher_cache import CacheRows, view_rows
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Where and how the networks run: bf16 autocast and channels-last on CUDA, plain float32 on the CPU."""
+
+    device: torch.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        return module.to(self.device, memory_format=torch.channels_last) if self.cuda else module.to(self.device)
+
+    def images(self, x: torch.Tensor, mean, std) -> torch.Tensor:
+        """uint8 batch -> normalised float input on the device."""
+        x = normalise(x.to(self.device, non_blocking=True), mean, std)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, images: ImageSet, size: int, batch_size: int = 200) -> float:
-    """Top-1 accuracy of a [0, 1]-input network on a split."""
+def evaluate(net: nn.Module, images: Images, size: int, batch_size: int = 200, workers: int = 0) -> float:
+    """Top-1 accuracy of a [0, 1]-input network on a split (centre crops; unreadable images count as wrong)."""
     net.eval()
     device = next(net.parameters()).device
     correct = 0
-    for start in range(0, len(images), batch_size):
-        x = to_model_input(images.images[start:start + batch_size], size).to(device)
-        correct += (net(x).argmax(1).cpu() == images.labels[start:start + batch_size]).sum().item()
+    for batch in split_batches(images, {"student": size}, batch_size, workers):
+        predicted = net(batch["student"].to(device).float().div_(255)).argmax(1).cpu()
+        correct += ((predicted == batch["label"]) & batch["ok"]).sum().item()
     return correct / len(images)
 
 
@@ -45,16 +73,40 @@ def _diverged(what: str, epoch: int, run: RunDir, weight_hint: str) -> ProcedgeE
     return ProcedgeError(f"{what} in epoch {epoch + 1}; the last good checkpoint is {kept}; lower the learning rate or {weight_hint}")
 
 
+def _check_finite(terms: dict[str, torch.Tensor], weights: dict[str, float], epoch: int, run: RunDir) -> None:
+    """One device sync for every term: each finite, and each finite once weighted."""
+    values = torch.stack([v.detach().float() for v in terms.values()])
+    scaled = values * torch.tensor([weights[n] for n in terms], device=values.device)
+    if bool(torch.isfinite(scaled).all()):
+        return
+    for (name, value), weighted in zip(terms.items(), scaled.tolist()):
+        if not math.isfinite(value.item()):
+            raise _diverged(f"loss term {name!r} became {value.item()}", epoch, run, "that term's weight")
+        if not math.isfinite(weighted):  # a finite term whose weight overflows it would corrupt the step
+            raise _diverged(f"loss term {name!r} times its weight {weights[name]:g} became {weighted}", epoch, run, "that term's weight")
+
+
+def _save_checkpoint(run: RunDir, backbone, method, optimizer, scheduler, generator, history, epoch) -> None:
+    with atomic_path(run.last_checkpoint) as tmp:
+        torch.save({"backbone": backbone.state_dict(), "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "history": history,
+                    "epoch": epoch}, tmp)
+
+
 def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher,
-                  train_set: ImageSet, val_set: ImageSet, cache: TeacherCache | TeacherViews | None, resume: bool,
+                  train_set: Images, val_set: Images, cache: CacheRows | None, resume: bool,
                   probe: nn.Linear | None = None) -> list[dict]:
     """Train in place on `train_set` (label -1: an unlabelled pool image); returns the per-epoch history.
 
-    `probe`, the teacher's linear probe, gives a live teacher's outputs their task logits (cached outputs carry them).
+    `cache`: the teacher's outputs on the training images (`teaching_cache`: centre crops, or fixed views);
+    None for a live teacher. `probe`, the teacher's linear probe, gives a live teacher's outputs their task logits.
     """
-    t, s, tc = config.train, config.student, config.teacher
-    device, world, rank = distributed.device(), distributed.world_size(), distributed.rank()
-    distiller = Distiller(backbone, method, teacher, None if probe is None else probe.to(device)).to(device)
+    t, s, tc, d = config.train, config.student, config.teacher, config.data
+    device, world, rank = distributed.device(t.device), distributed.world_size(), distributed.rank()
+    acc = Accelerator(device)
+    workers = default_workers() if t.workers is None else t.workers
+    distiller = acc.prepare(Distiller(backbone, method, teacher, None if probe is None else probe.to(device)))
+    teacher.to(device)
     model: nn.Module = DistributedDataParallel(distiller) if world > 1 else distiller
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
@@ -73,59 +125,53 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
         info(f"resuming after epoch {start_epoch} of {t.epochs}")
     weights = method.term_weights()
     eval_net = StudentNet(backbone, method.augmented_head(), s.mean, s.std).to(device)
+    live = cache is None
+    views = d.teacher_views if not live else 0
+    sizes = {"student": s.input_size} | ({"teacher": tc.input_size} if live else {})
+    sampler = EpochBatches(len(train_set), t.batch_size, generator, world, rank, views=views, random_views=d.augment and not views)
+    loader = make_loader(ViewedImages(train_set, sizes), batch_sampler=sampler, workers=workers, pin_memory=acc.cuda)
     for epoch in range(start_epoch, t.epochs):
         distiller.train()
-        order = torch.randperm(len(train_set), generator=generator)
-        sums = dict.fromkeys(weights, 0.0)
+        sums = torch.zeros(len(weights), dtype=torch.float64, device=device)
+        seen = skipped = 0
         epoch_start = time.perf_counter()
-        with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(order)) as advance:
-            for start in range(0, len(order), t.batch_size):
-                batch = order[start:start + t.batch_size]
-                if len(batch) < 2 * world:  # BatchNorm needs two images per process
+        sampler.draw()  # the epoch's draws come from the generator now, in the main process, whatever the workers do
+        with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(train_set)) as advance:
+            for batch in loader:
+                ok = batch["ok"]
+                skipped += int((~ok).sum())
+                advance(len(ok) * world)
+                if int(ok.sum()) < 2:  # BatchNorm needs two images
                     continue
-                index = batch[rank::world]
-                # Random draws cover the global batch, so every rank draws the same numbers and the generators stay in step.
-                if isinstance(cache, TeacherViews):  # the student sees exactly the view the teacher's cached output is of
-                    view = torch.randint(0, cache.count, (len(batch),), generator=generator)[rank::world]
-                    images = cache.images(train_set.images, index, view)
-                    teacher_output = cache.batch(index, view, device)
-                else:
-                    images, flipped = train_set.images[batch], None
-                    if config.data.augment:
-                        images, flipped = augment(images, generator)
-                        flipped = flipped[rank::world]
-                    images = images[rank::world]
-                    teacher_output = None if cache is None else cache.batch(index, flipped, device)
-                labels = train_set.labels[index].to(device)
-                student_in = to_model_input(images, s.input_size, s.mean, s.std).to(device)
-                if teacher_output is None:  # a live-teacher method
-                    terms = model(student_in, labels, teacher_images=to_model_input(images, tc.input_size, tc.mean, tc.std).to(device))
-                else:
-                    terms = model(student_in, labels, teacher_output=teacher_output)
-                for name, value in terms.items():
-                    if not torch.isfinite(value):
-                        raise _diverged(f"loss term {name!r} became {value.item()}", epoch, run, "that term's weight")
-                    if not torch.isfinite(weights[name] * value):  # a finite term whose weight overflows it would corrupt the step
-                        raise _diverged(f"loss term {name!r} times its weight {weights[name]:g} became {(weights[name] * value).item()}",
-                                        epoch, run, "that term's weight")
-                    sums[name] += value.item() * len(index)
-                loss = sum(weights[name] * value for name, value in terms.items())
+                index, labels = batch["index"][ok], batch["label"][ok].to(device, non_blocking=True)
+                student_in = acc.images(batch["student"][ok], s.mean, s.std)
+                with acc.autocast():
+                    if live:
+                        terms = model(student_in, labels, teacher_images=acc.images(batch["teacher"][ok], tc.mean, tc.std))
+                    elif views:
+                        rows = view_rows(index, batch["view"][ok], len(train_set))
+                        terms = model(student_in, labels, teacher_output=cache.batch(rows, device))
+                    else:  # the centre crops' outputs, cropped and mirrored to the student's view
+                        augmented = d.augment
+                        output = cache.batch(index, device, batch["box"][ok] if augmented else None, batch["flip"][ok] if augmented else None)
+                        terms = model(student_in, labels, teacher_output=output)
+                _check_finite(terms, weights, epoch, run)
+                loss = sum(weights[name] * value.float() for name, value in terms.items())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                advance(len(batch))
+                sums += torch.stack([terms[n].detach().double() if n in terms else sums.new_zeros(()) for n in weights]) * len(index)
+                seen += len(index)
         if not all(torch.isfinite(v).all() for v in distiller.state_dict().values() if v.is_floating_point()):
             raise _diverged("the weights became non-finite in the epoch's last step", epoch, run, "the loss weights")  # keep last.pt good
-        record = {"epoch": epoch + 1, **{f"loss_{k}": v * world / len(order) for k, v in sums.items()},
-                  "seconds": time.perf_counter() - epoch_start}
+        means = (sums / max(seen, 1)).tolist()
+        record = {"epoch": epoch + 1, **{f"loss_{k}": v for k, v in zip(weights, means)},
+                  "seconds": time.perf_counter() - epoch_start, "skipped_images": skipped}
         if distributed.is_main():
-            record["heldout_accuracy"] = evaluate(eval_net, val_set, s.input_size)
+            record["heldout_accuracy"] = evaluate(eval_net, val_set, s.input_size, workers=workers)
             history.append(record)
             info("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-            with atomic_path(run.last_checkpoint) as tmp:
-                torch.save({"backbone": backbone.state_dict(), "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "history": history,
-                            "epoch": epoch}, tmp)
+            _save_checkpoint(run, backbone, method, optimizer, scheduler, generator, history, epoch)
         distributed.barrier()
     return history

@@ -87,7 +87,7 @@ def test_jetson_power_mode_is_recorded(tmp_path):
 def test_report_puts_the_student_beside_the_student_alone_and_the_probe(tmp_path):
     from procedge.bench import distillation_record
     from procedge.errors import ProcedgeError
-    from procedge.report import distillation_lines, markdown
+    from procedge.report import distillation_lines
 
     def fake_run(name, method, accuracy, labelled, unlabeled):
         run = RunDir(tmp_path / name)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from procedge.data import augment, load_embedded_mnist, load_image_folder, stratified_split, to_model_input
+from procedge.data import ImageFiles, load_embedded_mnist, load_image_folder, stratified_split, to_model_input
 from procedge.errors import ProcedgeError
 
 
@@ -23,10 +23,12 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_flat_image_folder_of_real_jpegs(cifar_small):
-    data = load_image_folder(cifar_small, size=64, val_fraction=0.25, seed=0)
+    data = load_image_folder(cifar_small, val_fraction=0.25, seed=0)
     assert data.classes == ["airplane", "cat", "ship"]
     assert (len(data.train), len(data.val)) == (27, 9)
-    assert data.train.images.shape[1:] == (3, 32, 32)  # small images are kept at their own size
+    assert isinstance(data.train, ImageFiles)  # the files stay on disk until a batch reads them
+    image = data.train.read(0)
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
 
 
 def test_split_image_folder(cifar_small, tmp_path):
@@ -37,14 +39,14 @@ def test_split_image_folder(cifar_small, tmp_path):
             (root / split / cls_dir.name).mkdir(parents=True)
             for f in chunk:
                 (root / split / cls_dir.name / f.name).write_bytes(f.read_bytes())
-    data = load_image_folder(root, size=64, val_fraction=0.2, seed=0)
+    data = load_image_folder(root, val_fraction=0.2, seed=0)
     assert (len(data.train), len(data.val)) == (24, 12)
 
 
 def test_corrupt_and_non_image_files_are_skipped_and_counted(cifar_small):
     (cifar_small / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (cifar_small / "ship" / "notes.txt").write_text("hello")
-    data = load_image_folder(cifar_small, size=64, val_fraction=0.25, seed=0)
+    data = load_image_folder(cifar_small, val_fraction=0.25, seed=0)
     assert data.skipped_files == 2
     assert len(data.train) + len(data.val) == 36
 
@@ -54,7 +56,7 @@ def test_all_bad_files_is_an_error(tmp_path):
         (tmp_path / cls).mkdir()
         (tmp_path / cls / "x.jpg").write_text("not an image")
     with pytest.raises(ProcedgeError, match="could be read as an image"):
-        load_image_folder(tmp_path, 64, 0.2, 0)
+        load_image_folder(tmp_path, 0.2, 0)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -66,7 +68,7 @@ def test_bad_data_directories(tmp_path, make, message):
     root = tmp_path / "data"
     make(root)
     with pytest.raises(ProcedgeError, match=message):
-        load_image_folder(root, 64, 0.2, 0)
+        load_image_folder(root, 0.2, 0)
 
 
 def test_model_input_resizes_and_normalises():
@@ -74,26 +76,6 @@ def test_model_input_resizes_and_normalises():
     x = to_model_input(images, 64, (0.5,) * 3, (0.5,) * 3)
     assert x.shape == (2, 3, 64, 64)
     assert torch.allclose(x, torch.ones_like(x))
-
-
-def test_augment_is_seeded_shift_and_flip():
-    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
-    a, flipped_a = augment(images, torch.Generator().manual_seed(3))
-    b, flipped_b = augment(images, torch.Generator().manual_seed(3))
-    assert a.shape == images.shape and a.dtype == torch.uint8
-    assert torch.equal(a, b) and torch.equal(flipped_a, flipped_b)
-    assert flipped_a.dtype == torch.bool and flipped_a.shape == (2,)
-
-
-def test_augment_is_draw_then_apply():
-    from procedge.data import apply_augmentations, draw_augmentations
-
-    images = torch.arange(4 * 3 * 16 * 16, dtype=torch.uint8).view(4, 3, 16, 16)
-    out, flipped = augment(images, torch.Generator().manual_seed(5))
-    params = draw_augmentations(4, 16, torch.Generator().manual_seed(5))
-    assert torch.equal(out, apply_augmentations(images, params)) and torch.equal(flipped, params[:, 2].bool())
-    still = apply_augmentations(images, torch.tensor([[2, 2, 0]] * 4))  # the centre crop of the padded image, unflipped
-    assert torch.equal(still, images)
 
 
 def _split_tree(cifar_small, root):
@@ -125,26 +107,43 @@ def test_unlabelled_pool_at_any_depth_drops_heldout_copies_and_skips_unreadable_
     for f in sorted((root / "val" / "cat").iterdir())[:2]:  # two held-out images also in the pool
         (pool / f"copy-{f.name}").write_bytes(f.read_bytes())
     (pool / "c" / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
-    data = load_task_data(root, 64, 0.2, 0, unlabeled=pool)
+    data = load_task_data(root, 0.2, 0, unlabeled=pool)
     assert len(data.unlabeled) == 20 and (data.unlabeled.labels == UNLABELED).all()
     assert data.pool.heldout_duplicates == 2 and data.pool.skipped_files == 1 and data.pool.files == 23
     train = data.training_set()
     assert len(train) == len(data.train) + 20 and (train.labels[:len(data.train)] >= 0).all()
-    heldout = {bytes(img.numpy().tobytes()) for img in data.val.images}
-    assert not any(bytes(img.numpy().tobytes()) in heldout for img in data.unlabeled.images)
+    heldout = {data.val.read(i).numpy().tobytes() for i in range(len(data.val))}
+    assert not any(data.unlabeled.read(i).numpy().tobytes() in heldout for i in range(len(data.unlabeled)))
 
 
-def test_pool_larger_than_memory_allows_is_capped_with_a_message(cifar_small, cifar_test, tmp_path, monkeypatch, capsys):
+def test_a_pool_is_never_decoded_whole_and_max_unlabeled_keeps_a_seeded_sample(cifar_small, cifar_test, tmp_path, monkeypatch, capsys):
     from procedge import data as data_module
 
     root = _split_tree(cifar_small, tmp_path / "task")
     pool = _pool(cifar_test, tmp_path / "pool")
-    monkeypatch.setattr(data_module, "available_memory", lambda: 12 * 3 * 32 * 32 * 4)  # room for 12 images at a quarter share
+    data = data_module.load_task_data(root, 0.2, 0, unlabeled=pool)
+    assert isinstance(data.unlabeled, ImageFiles) and len(data.unlabeled) == 20  # files, read per batch: no memory cap needed
     monkeypatch.delenv("PROCEDGE_QUIET", raising=False)
-    data = data_module.load_task_data(root, 64, 0.2, 0, unlabeled=pool)
-    assert len(data.unlabeled) == 12 and data.pool.capped == 8
-    assert "using 12 of 20 files" in capsys.readouterr().err
-    assert len(data_module.load_task_data(root, 64, 0.2, 0, unlabeled=pool, max_unlabeled=5).unlabeled) == 5
+    five = data_module.load_task_data(root, 0.2, 0, unlabeled=pool, max_unlabeled=5)
+    assert len(five.unlabeled) == 5 and five.pool.capped == 15
+    assert "using 5 of 20 files" in capsys.readouterr().err
+    assert five.unlabeled.paths == data_module.load_task_data(root, 0.2, 0, unlabeled=pool, max_unlabeled=5).unlabeled.paths
+
+
+def test_embedded_pool_duplicates_of_heldout_pixels_are_dropped(tmp_path):
+    """With the held-out split in memory (MNIST), a pool file with the same pixels is a duplicate."""
+    from PIL import Image
+
+    from procedge.data import load_task_data
+
+    heldout = load_embedded_mnist(0.2, 0).val
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(3):
+        Image.fromarray(heldout.images[i].permute(1, 2, 0).numpy()).save(pool / f"copy{i}.png")
+    Image.fromarray((255 - heldout.images[0]).permute(1, 2, 0).numpy()).save(pool / "other.png")
+    data = load_task_data(None, 0.2, 0, unlabeled=pool)
+    assert data.pool.heldout_duplicates == 3 and len(data.unlabeled) == 1
 
 
 @pytest.mark.parametrize("make, fragment", [
@@ -158,13 +157,13 @@ def test_bad_unlabelled_folder_is_one_error(cifar_small, tmp_path, make, fragmen
     pool = tmp_path / "pool"
     make(pool)
     with pytest.raises(ProcedgeError, match=fragment):
-        load_task_data(cifar_small, 64, 0.25, 0, unlabeled=pool)
+        load_task_data(cifar_small, 0.25, 0, unlabeled=pool)
 
 
 def test_keep_labels_moves_the_rest_of_the_training_split_to_the_pool():
     from procedge.data import UNLABELED, load_task_data
 
-    data = load_task_data(None, 28, 0.2, 0, labels_per_class=5)
+    data = load_task_data(None, 0.2, 0, labels_per_class=5)
     assert len(data.train) == 50 and torch.bincount(data.train.labels).tolist() == [5] * 10
     assert len(data.unlabeled) == 3950 and (data.unlabeled.labels == UNLABELED).all()
     assert len(data.val) == 1000

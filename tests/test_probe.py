@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import torch
 
 from procedge.probe import fit_linear_probe
@@ -27,7 +29,8 @@ def test_task_logits_are_out_of_fold_on_labelled_images_and_from_the_full_probe_
     probe = fit_linear_probe(labelled, labels)
     rows = torch.cat([labelled, labelled, pool])  # two views of the labelled images, then the pool
     image_index = torch.cat([torch.arange(60), torch.arange(60), torch.arange(60, 90)])
-    logits = probe_task_logits(rows, image_index, labelled, labels, probe)
+    cache = SimpleNamespace(pooled_chunks=lambda: iter(rows.split(50)), image_index=image_index)  # read in chunks, as from disk
+    logits = probe_task_logits(cache, torch.arange(60), labelled, labels, 60, probe)
     with torch.no_grad():
         assert torch.allclose(logits[120:], probe(pool))  # pool rows: the probe fitted on every labelled image
         in_sample = (probe(labelled).argmax(1) == labels).float().mean()

@@ -69,12 +69,12 @@ def test_torchrun_two_cpu_processes_train_one_run_written_by_rank_0(tmp_path):
     assert log.count("data: mnist") == 2  # both processes ran
     assert log.count("teacher features (train)") == 1, log[-4000:]  # rank 1 read rank 0's cache
     assert log.count("teacher features (held-out)") == 1  # only rank 0 evaluates
-    cached = [p for p in cache.rglob("*") if p.is_file()]
-    assert len(cached) == 2, cached  # the train and held-out splits, no temporary leftovers
-    assert all(p.parent == cache / "teacher" and p.suffix == ".pt" and not p.name.startswith(".") for p in cached)
+    entries = list((cache / "teacher").iterdir())
+    assert len(entries) == 2 and not any(e.name.startswith(".") for e in entries), entries  # train and held-out, no leftovers
 
     # Only rank 0 wrote: the finished artifacts and nothing else, no temporary files beside the run.
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "heldout.npz", "metrics.json", "student.pt", "teacher_probe.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "heldout.npz", "metrics.json", "student.pt", "teacher_probe.pt",
+                                                     "training.png"]
     assert [p.name for p in out.parent.iterdir()] == ["ddp"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2
@@ -224,3 +224,43 @@ def test_a_method_without_label_free_terms_trains_without_the_pool():
     config, _ = resolve_config("intel-cpu", student="resnet10t", method="none", labels_per_class=5, teacher_views=0)
     assert config.train.epochs == 60  # 50 labelled images: the schedule's most epochs
     assert config.data.labels_per_class == 5 and config.data.unlabeled is None
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--workers", "-1"), "--workers -1: pass 0"),
+    (("--device", "tpu"), "--device 'tpu' is not a device"),
+])
+def test_bad_workers_or_device_is_one_line(tmp_path, args, fragment):
+    assert_one_line_error(run_cli("distill", *TINY, "--epochs", "1", "--out", tmp_path / "r", *args), fragment)
+
+
+def test_files_deleted_or_truncated_after_the_listing_are_skipped_and_counted(cifar_small, tmp_path, monkeypatch):
+    """A run lists its files, then two of them go bad before they are read: the run finishes and counts them each epoch."""
+    import procedge.distill as distill_module
+
+    listed = distill_module.load_task_data
+
+    def list_then_damage(*args, **kwargs):
+        data = listed(*args, **kwargs)
+        data.train.paths[0].unlink()
+        data.train.paths[1].write_bytes(data.train.paths[1].read_bytes()[:30])
+        return data
+
+    monkeypatch.setattr(distill_module, "load_task_data", list_then_damage)
+    out = tmp_path / "run"
+    result = run_cli("distill", "--target", "intel-cpu", "--data", cifar_small, "--student", "resnet10t", "--teacher-size", "32",
+                     "--student-size", "32", "--epochs", "2", "--method", "none", "--augment", "--workers", "0", "--out", out)
+    assert result.exit_code == 0, result.output
+    metrics = RunDir(out).read_metrics()
+    assert [h["skipped_images"] for h in metrics["history"]] == [2, 2]
+    assert metrics["skipped_files_while_training"] == 4
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions; run as a user to check this")
+def test_files_without_read_permission_are_skipped_and_counted(cifar_small):
+    from procedge.data import load_image_folder
+
+    for path in sorted((cifar_small / "cat").iterdir())[:3]:
+        path.chmod(0)
+    data = load_image_folder(cifar_small, 0.25, 0)
+    assert data.skipped_files == 3 and len(data.train) + len(data.val) == 33

@@ -14,7 +14,7 @@ from procedge.io import atomic_dir
 from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.registry import Registry
-from procedge.run import RunDir
+from procedge.run import RunDir, damaged
 from procedge.targets import Runtime
 
 # What each export holds: the deployed student (folded augmentation), the same student without the
@@ -128,4 +128,12 @@ def _size(path: Path) -> int:
 
 
 def read_manifest(directory: Path) -> dict:
-    return json.loads((directory / "manifest.json").read_text())
+    path = directory / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or "files" not in manifest or "format" not in manifest:
+            raise ValueError("no files/format")
+        return manifest
+    except (OSError, ValueError) as exc:
+        fmt, precision = directory.parent.name, directory.name
+        raise damaged(path, exc, f"re-export with `procedge export --run {directory.parents[2]} --format {fmt} --precision {precision}`") from exc

@@ -65,18 +65,24 @@ class TeacherKnowledge(nn.Module):
         return {name: w for name, w in (("emb", o.w_emb), ("logits", o.w_logits), ("soft", o.w_soft)) if w > 0}
 
     @torch.no_grad()
-    def fit_statistics(self, pooled: torch.Tensor) -> None:
-        """Per-dimension mean and std of the teacher's embedding over the training images (the `mse` target's scale).
+    def fit_statistics(self, pooled_chunks) -> None:
+        """Per-dimension mean and std of the teacher's embedding over the training rows (the `mse` target's scale),
+        from chunks of rows (the cache is read in pieces).
 
         Each std is floored at a tenth of the median std: Lite0 has embedding dimensions that almost never fire
         (std 0.0008 against a median of 0.49 on CIFAR-10), and one view that fires one of them would otherwise
         put a standardised value of ~60 into the loss and swing it by whole units from epoch to epoch.
         """
-        if self.options.w_emb > 0:
-            pooled = pooled.float().to(self.emb_mean.device)
-            std = pooled.std(0)
-            self.emb_mean.copy_(pooled.mean(0))
-            self.emb_std.copy_(std.clamp_min(STD_FLOOR * std.median().clamp_min(1e-8)))
+        if self.options.w_emb <= 0:
+            return
+        count, total, squares = 0, 0.0, 0.0
+        for chunk in pooled_chunks:
+            chunk = chunk.double()
+            count, total, squares = count + len(chunk), total + chunk.sum(0), squares + chunk.square().sum(0)
+        mean = total / count
+        std = ((squares - count * mean.square()) / max(count - 1, 1)).clamp_min(0).sqrt().float()
+        self.emb_mean.copy_(mean.float())
+        self.emb_std.copy_(std.clamp_min(STD_FLOOR * std.median().clamp_min(1e-8)))
 
     def losses(self, student_pooled: torch.Tensor, task_logits: torch.Tensor, teacher: TeacherOutput) -> dict[str, torch.Tensor]:
         o, terms = self.options, {}

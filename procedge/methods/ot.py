@@ -9,7 +9,6 @@ is `CE + w_ot W_eps(p_t(x), q_s(x))`, the entropic OT cost from the teacher's pr
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 

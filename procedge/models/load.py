@@ -15,7 +15,7 @@ from procedge.models.deploy import StudentNet, TeacherNet
 from procedge.models.features import FeatureTap
 from procedge.models.student import create_backbone, feature_channels
 from procedge.models.teacher import FrozenTeacher, TeacherOutput, create_teacher_model
-from procedge.run import RunDir
+from procedge.run import RunDir, damaged
 
 
 def stage_channels(model: nn.Module, stages: list[str], who: str) -> list[int]:
@@ -96,12 +96,15 @@ class TrainedRun:
 def load_trained(run: RunDir) -> TrainedRun:
     run.require_trained()
     config = RunConfig.load(run.config)
-    ckpt = torch.load(run.student, map_location="cpu", weights_only=True)
+    ckpt = run.load_torch(run.student)
     teacher = create_teacher_model(config.teacher.name, config.teacher.weights)
-    backbone, method = build_student(config, teacher, len(ckpt["classes"]), initial_weights=False)
-    backbone.load_state_dict(ckpt["backbone"])
-    method.load_state_dict(ckpt["method"])
-    probe_state = torch.load(run.teacher_probe, map_location="cpu", weights_only=True)
-    probe = nn.Linear(probe_state["weight"].shape[1], probe_state["weight"].shape[0])
-    probe.load_state_dict(probe_state)
+    probe_state = run.load_torch(run.teacher_probe)
+    try:
+        backbone, method = build_student(config, teacher, len(ckpt["classes"]), initial_weights=False)
+        backbone.load_state_dict(ckpt["backbone"])
+        method.load_state_dict(ckpt["method"])
+        probe = nn.Linear(probe_state["weight"].shape[1], probe_state["weight"].shape[0])
+        probe.load_state_dict(probe_state)
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # a checkpoint of another run or config
+        raise damaged(run.student, exc, f"it does not match {run.config}; re-run `procedge distill --out {run.path} --overwrite`") from exc
     return TrainedRun(config, ckpt["classes"], backbone.eval(), method.eval(), teacher.eval(), probe.eval())

@@ -1,0 +1,59 @@
+"""Images to network inputs per batch: views, preprocessing, sampling, unreadable files mid-epoch."""
+
+import torch
+
+from procedge.data import ImageFiles, decode_rgb, load_image_folder
+from procedge.loader import EpochBatches, ViewedImages, centre_box, make_loader, random_view, render, split_batches
+
+
+def test_evaluation_resizes_the_shorter_side_and_centre_crops_without_squashing(cifar_small, tmp_path):
+    from PIL import Image
+
+    left, right = (decode_rgb(p) for p in sorted((cifar_small / "cat").iterdir())[:2])
+    wide = torch.cat([left, right, left], 2)  # a real 32 x 96 photo strip
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide.permute(1, 2, 0).numpy()).save(path)
+    images = ImageFiles([path], torch.zeros(1, dtype=torch.long))
+    item = ViewedImages(images, {"student": 32, "teacher": 96})[0]
+    assert item["student"].shape == (3, 32, 32) and item["teacher"].shape == (3, 96, 96) and item["ok"]
+    assert torch.equal(item["student"], right)  # the middle square, not the whole strip squashed
+    assert torch.equal(item["teacher"], render(wide, centre_box(32, 96), 96))
+
+
+def test_random_views_are_reproducible_and_the_networks_share_them():
+    a, b = random_view(120, 160, seed=7), random_view(120, 160, seed=7)
+    assert a == b and a != random_view(120, 160, seed=8)
+    areas = [random_view(120, 160, s) for s in range(200)]
+    assert all(0 <= v.top and v.top + v.height <= 120 and 0 <= v.left and v.left + v.width <= 160 for v in areas)
+    assert 0.2 < sum(v.flip for v in areas) / len(areas) < 0.8 and len({(v.height, v.width) for v in areas}) > 50
+
+
+def test_epoch_batches_share_draws_across_ranks_and_replay_after_a_restore():
+    def draws(world, rank, state=None):
+        g = torch.Generator().manual_seed(3)
+        if state is not None:
+            g.set_state(state)
+        sampler = EpochBatches(20, 8, g, world, rank, random_views=True)
+        return list(sampler), g.get_state()
+
+    single, _ = draws(1, 0)
+    rank0, _ = draws(2, 0)
+    rank1, _ = draws(2, 1)
+    assert [k for b in single for k in b] and sorted(k for b in rank0 + rank1 for k in b) == sorted(k for b in single for k in b)
+    _, state = draws(1, 0)  # after one epoch: the next epoch replays from the saved generator
+    again, _ = draws(1, 0, state)
+    assert again != single and again == draws(1, 0, state)[0]
+
+
+def test_a_file_that_becomes_unreadable_is_a_skipped_sample_not_a_crash(cifar_small):
+    data = load_image_folder(cifar_small, 0.25, 0)
+    data.train.paths[3].unlink()  # deleted after the run listed it
+    data.train.paths[5].write_bytes(data.train.paths[5].read_bytes()[:40])  # truncated
+    sampler = EpochBatches(len(data.train), 9, torch.Generator().manual_seed(0), random_views=True)
+    seen = ok = 0
+    for batch in make_loader(ViewedImages(data.train, {"student": 32}), batch_sampler=sampler, workers=0):
+        seen += len(batch["ok"])
+        ok += int(batch["ok"].sum())
+    assert seen == len(data.train) and ok == len(data.train) - 2
+    batches = list(split_batches(data.train, {"student": 32}))
+    assert sum(int((~b["ok"]).sum()) for b in batches) == 2
