@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from procedge.export import export_run
+from procedge.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,3 +41,13 @@ def test_bench_runs_in_a_runtime_only_install(trained_run, tmp_path):
     rows = [r for r in report["rows"] if r["format"] == "ort"]
     assert rows and all(r["status"] == "ok" and r["accuracy"] > 0.5 for r in rows if r["precision"] == "fp32")
     assert "torch" not in report["device"]["versions"]
+    from PIL import Image
+
+    heldout = RunDir(trained_run).load_heldout()
+    image = tmp_path / "digit.png"
+    Image.fromarray(heldout["student"][0].transpose(1, 2, 0)).save(image)
+    predicted = subprocess.run([str(venv / "bin" / "procedge"), "predict", "--run", str(trained_run), "--format", "ort", "--json", str(image)],
+                               capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    top = json.loads(predicted.stdout)["predictions"][0]["top"]
+    assert len(top) == 5 and top[0]["class"] in [str(i) for i in range(10)]
