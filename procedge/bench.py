@@ -207,7 +207,7 @@ class NotBuiltHere(ProcedgeError):
     """A device kit: the export is finished on the device (TensorRT engines), so this machine has nothing to time."""
 
 
-def _load_export(directory: Path, variant: str, runtime) -> tuple[Runner, dict, float]:
+def load_export(directory: Path, variant: str, runtime) -> tuple[Runner, dict, float]:
     """Runner, runtime settings and size (MB) of one exported model; a device kit explains what to run instead."""
     kit = directory / "device_kit.json"
     if not (directory / "manifest.json").exists() and kit.exists():
@@ -282,7 +282,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                         pytorch = pytorch or _pytorch_runners(run)
                         runner, row.settings = pytorch[variant]
                     else:
-                        runner, row.settings, row.size_mb = _load_export(directory, variant, runtime)
+                        runner, row.settings, row.size_mb = load_export(directory, variant, runtime)
                     images = heldout["teacher" if variant == "teacher" else "student"]
                     row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
                     timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)

@@ -83,7 +83,7 @@ def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path
     import torch
 
     from procedge.data import load_task_data
-    from procedge.loader import split_batches
+    from procedge.loader import arrays_at_sizes
 
     if config.data.root is not None and not Path(config.data.root).is_dir():
         raise ProcedgeError(f"INT8 needs calibration images from the run's training data, {config.data.root}, which is not there; "
@@ -97,10 +97,8 @@ def _build(run: RunDir, config, recipe: CalibrationRecipe, validation: int, path
     def take(index: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
         """The images at `index` (centre crops) at each network's input size, and their labels; keys prefixed."""
         subset = data.train.subset(torch.from_numpy(np.sort(index)))
-        sizes = {"student": config.student.input_size, "teacher": config.teacher.input_size}
-        batches = list(split_batches(subset, sizes, 100))
-        return {f"{prefix}{name}": np.concatenate([b[name].numpy() for b in batches]) for name in sizes} | {
-            f"{prefix}labels": subset.labels.numpy()}
+        arrays = arrays_at_sizes(subset, {"student": config.student.input_size, "teacher": config.teacher.input_size})
+        return {f"{prefix}{name}": a.numpy() for name, a in arrays.items()} | {f"{prefix}labels": subset.labels.numpy()}
 
     drawn = _choose(data.train.labels.numpy(), recipe.size + validation, recipe)
     arrays = take(drawn[:recipe.size])

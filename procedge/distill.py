@@ -42,7 +42,7 @@ from procedge.models.teacher import (
     default_stages,
 )
 from procedge.plots import training_curves_png
-from procedge.loader import default_workers, normalise, split_batches
+from procedge.loader import arrays_at_sizes, default_workers, normalise
 from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
@@ -339,21 +339,16 @@ def _probe_accuracy(probe: nn.Linear, cache_val, labels: torch.Tensor) -> float:
 
 def _save_heldout(run: RunDir, data: TaskData, config: RunConfig, workers: int) -> None:
     """The held-out split at each network's input size, uint8, so bench needs neither the data nor torch."""
-    parts: dict[str, list[np.ndarray]] = {"student": [], "teacher": []}
-    sizes = {"student": config.student.input_size, "teacher": config.teacher.input_size}
-    for batch in split_batches(data.val, sizes, 100, workers):
-        for name in parts:
-            parts[name].append(batch[name].numpy())
+    arrays = arrays_at_sizes(data.val, {"student": config.student.input_size, "teacher": config.teacher.input_size}, workers)
     with atomic_path(run.heldout) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, student=np.concatenate(parts["student"]), teacher=np.concatenate(parts["teacher"]),
-                                labels=data.val.labels.numpy())
+            np.savez_compressed(f, **{name: a.numpy() for name, a in arrays.items()}, labels=data.val.labels.numpy())
 
 
 @torch.no_grad()
 def fold_max_abs_diff(backbone: nn.Module, method: DistillMethod, images: Images, config: RunConfig, count: int = 256) -> float:
     """Folded vs unfolded augmentation on real held-out images (float32 logits)."""
     s = config.student
-    batch = next(iter(split_batches(images.subset(torch.arange(min(count, len(images)))), {"student": s.input_size}, count)))
-    feats = backbone.eval().forward_features(normalise(batch["student"], s.mean, s.std))
+    shown = arrays_at_sizes(images.subset(torch.arange(min(count, len(images)))), {"student": s.input_size})["student"]
+    feats = backbone.eval().forward_features(normalise(shown, s.mean, s.std))
     return (method.augmented_head()(feats) - method.deploy_head()(feats)).abs().max().item()

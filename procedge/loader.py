@@ -166,23 +166,23 @@ def default_workers() -> int:
     return 0 if cores <= 2 else min(8, cores // 2)
 
 
-def make_loader(dataset: Dataset, batch_sampler=None, batch_size: int | None = None, workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=batch_sampler, batch_size=batch_size if batch_sampler is None else 1,
-                      shuffle=False, num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
+def make_loader(dataset: Dataset, batch_sampler, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, pin_memory=pin_memory,
                       prefetch_factor=4 if workers else None)
 
 
-def split_batches(images: Images, sizes: dict[str, int], batch_size: int = 100, workers: int = 0, pin_memory: bool = False):
-    """Centre-crop batches of a whole split, in order (evaluation, the teacher's cache, held-out arrays)."""
-    return make_loader(ViewedImages(images, sizes), batch_size=batch_size, workers=workers, pin_memory=pin_memory)
-
-
-def view_batches(images: Images, sizes: dict[str, int], view: int, batch_size: int = 100, workers: int = 0,
-                 pin_memory: bool = False):
-    """Batches of fixed view `view` (1..) of every image of a split, in order (the teacher's cache of that view)."""
+def split_batches(images: Images, sizes: dict[str, int], batch_size: int = 100, workers: int = 0, pin_memory: bool = False,
+                  view: int = 0):
+    """Batches of a whole split, in order: its centre crops (`view` 0: evaluation, the held-out arrays, the teacher's
+    cache), or fixed view `view` (1..) of every image (the teacher's cache of that view)."""
     keys = [[(i, view, -1) for i in range(start, min(start + batch_size, len(images)))] for start in range(0, len(images), batch_size)]
     return make_loader(ViewedImages(images, sizes), batch_sampler=keys, workers=workers, pin_memory=pin_memory)
+
+
+def arrays_at_sizes(images: Images, sizes: dict[str, int], workers: int = 0) -> dict[str, torch.Tensor]:
+    """A (small) split in memory: each image's centre crop at each named size, uint8 (unreadable images are left black)."""
+    batches = list(split_batches(images, sizes, 100, workers))
+    return {name: torch.cat([b[name] for b in batches]) for name in sizes}
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -194,6 +194,5 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def centre_crops(images: Images, size: int, workers: int = 0) -> ImageSet:
-    """A (small) split in memory: each image's centre crop at `size`, uint8 (unreadable images are left black)."""
-    batches = list(split_batches(images, {"student": size}, 100, workers))
-    return ImageSet(torch.cat([b["student"] for b in batches]), images.labels.clone())
+    """A (small) split in memory at one size, with its labels."""
+    return ImageSet(arrays_at_sizes(images, {"image": size}, workers)["image"], images.labels.clone())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from procedge.bench import NotBuiltHere, _load_export, discover_exports
+from procedge.bench import NotBuiltHere, load_export, discover_exports
 from procedge.errors import ProcedgeError
 from procedge.export.base import Runner, backend_registry
 from procedge.metadata import read_metadata
@@ -52,7 +52,7 @@ def _from_run(run_dir: Path, fmt: str | None, precision: str | None) -> tuple[Ru
         exports.sort(key=lambda e: (e[0] != target.backend, e[1] != target.precision))
     chosen_fmt, chosen_precision, directory = exports[0]
     try:
-        runner, _, _ = _load_export(directory, "student", None)
+        runner, _, _ = load_export(directory, "student", None)
     except NotBuiltHere as exc:
         raise ProcedgeError(f"the {chosen_fmt} {chosen_precision} export of {run_dir} is a device kit: {exc}") from exc
     manifest = json.loads((directory / "manifest.json").read_text())

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from torchvision.ops import roi_align
 from procedge.config import TeacherConfig
 from procedge.data import Images
 from procedge.io import atomic_dir
-from procedge.loader import normalise, split_batches, view_batches
+from procedge.loader import normalise, split_batches
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.progress import progress_bar
 
@@ -46,9 +46,6 @@ class RowFile:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getstate__(self):  # file descriptors do not cross processes
-        return {"path": self.path, "shape": self.shape, "row_bytes": self.row_bytes, "_fd": None}
-
     def read(self, rows: torch.Tensor | list[int]) -> torch.Tensor:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
@@ -67,18 +64,11 @@ class RowFile:
 
 @dataclass
 class TeacherCache:
-    """fp16 tapped stages, pooled features and logits of every row of a split, on disk, read per batch.
-
-    `task_logits` (the teacher probe's logits on the student's task) depend on the run's labels, so they are
-    attached per run, in memory, and never stored. `image_index[r]` is the image row r is of.
-    """
+    """fp16 tapped stages, pooled features and logits of every row of a split, on disk, read per batch."""
 
     stages: list[RowFile]
     pooled: RowFile
     logits: RowFile
-    image_index: torch.Tensor
-    task_logits: torch.Tensor | None = None
-    directory: Path | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.pooled)
@@ -94,8 +84,7 @@ class TeacherCache:
         if flips is not None and flips.any():
             mask = flips.to(device).view(-1, 1, 1, 1)
             stages = [torch.where(mask, s.flip(-1), s) for s in stages]
-        task = None if self.task_logits is None else self.task_logits[rows].to(device).float()
-        return TeacherOutput(stages, self.pooled.read(rows).to(device).float(), self.logits.read(rows).to(device).float(), task)
+        return TeacherOutput(stages, self.pooled.read(rows).to(device).float(), self.logits.read(rows).to(device).float())
 
     def pooled_chunks(self, size: int = 4096):
         """Every row's pooled features (fp16), in order, `size` rows at a time."""
@@ -123,8 +112,7 @@ def _open(directory: Path) -> TeacherCache:
     meta = json.loads((directory / "meta.json").read_text())
     rows = meta["rows"]
     stages = [RowFile(directory / f"stage{k}.bin", (rows, *shape)) for k, shape in enumerate(meta["stages"])]
-    cache = TeacherCache(stages, RowFile(directory / "pooled.bin", (rows, meta["pooled"])),
-                         RowFile(directory / "logits.bin", (rows, meta["logits"])), torch.arange(rows), directory=directory)
+    cache = TeacherCache(stages, RowFile(directory / "pooled.bin", (rows, meta["pooled"])), RowFile(directory / "logits.bin", (rows, meta["logits"])))
     for f in [*cache.stages, cache.pooled, cache.logits]:
         if f.path.stat().st_size != f.row_bytes * rows:
             raise ValueError(f"{f.path.name} is truncated")
@@ -172,27 +160,22 @@ def teacher_outputs(teacher: FrozenTeacher, images: Images, config: TeacherConfi
             shutil.rmtree(path, ignore_errors=True)
     sizes = {"teacher": config.input_size}
     pin = torch.device(device).type == "cuda"
-    if view == 0:
-        batches = split_batches(images, sizes, batch_size, workers, pin)
-    else:
-        batches = view_batches(images, sizes, view, batch_size, workers, pin)
+    batches = split_batches(images, sizes, batch_size, workers, pin, view)
     with atomic_dir(path) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         _compute(teacher, batches, len(images), config, tmp, label, device)
     return _open(path)
 
 
-def concat_caches(parts: list[TeacherCache]) -> "CacheRows":
-    return CacheRows(parts)
-
-
 class CacheRows:
-    """Several caches read as one, rows one part after the other (views of a split, or labelled then pool)."""
+    """Several caches read as one, rows one part after the other (the fixed views of a split). `image_index[r]` is
+    the image row r is of; `task_logits` (the teacher probe's logits on the student's task) depend on the run's
+    labels, so they are attached per run, in memory, and never stored."""
 
-    def __init__(self, parts: list[TeacherCache], image_index: torch.Tensor | None = None):
+    def __init__(self, parts: list[TeacherCache], image_index: torch.Tensor):
         self.parts = parts
         self.offsets = torch.tensor([0] + [len(p) for p in parts]).cumsum(0)
-        self.image_index = image_index if image_index is not None else torch.cat([p.image_index for p in parts])
+        self.image_index = image_index
         self.task_logits: torch.Tensor | None = None
 
     def __len__(self) -> int:

@@ -152,9 +152,8 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
                         rows = view_rows(index, batch["view"][ok], len(train_set))
                         terms = model(student_in, labels, teacher_output=cache.batch(rows, device))
                     else:  # the centre crops' outputs, cropped and mirrored to the student's view
-                        augmented = d.augment
-                        output = cache.batch(index, device, batch["box"][ok] if augmented else None, batch["flip"][ok] if augmented else None)
-                        terms = model(student_in, labels, teacher_output=output)
+                        view = (batch["box"][ok], batch["flip"][ok]) if d.augment else (None, None)
+                        terms = model(student_in, labels, teacher_output=cache.batch(index, device, *view))
                 _check_finite(terms, weights, epoch, run)
                 loss = sum(weights[name] * value.float() for name, value in terms.items())
                 optimizer.zero_grad(set_to_none=True)
