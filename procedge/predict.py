@@ -14,7 +14,7 @@ import numpy as np
 
 from procedge.bench import NotBuiltHere, load_export, discover_exports
 from procedge.errors import ProcedgeError
-from procedge.export.base import Runner, backend_registry
+from procedge.export.base import Runner, backend_registry, read_manifest
 from procedge.metadata import read_metadata
 from procedge.run import RunDir
 
@@ -55,8 +55,11 @@ def _from_run(run_dir: Path, fmt: str | None, precision: str | None) -> tuple[Ru
         runner, _, _ = load_export(directory, "student", None)
     except NotBuiltHere as exc:
         raise ProcedgeError(f"the {chosen_fmt} {chosen_precision} export of {run_dir} is a device kit: {exc}") from exc
-    manifest = json.loads((directory / "manifest.json").read_text())
-    return runner, manifest["files"]["student"]["metadata"], f"{chosen_fmt} {chosen_precision}"
+    metadata = read_manifest(directory)["files"]["student"].get("metadata")
+    if not metadata:
+        raise ProcedgeError(f"the {chosen_fmt} {chosen_precision} export of {run_dir} was made before exports carried their class names "
+                            f"and input size; re-export with `procedge export --run {run_dir} --format {chosen_fmt} --precision {chosen_precision}`")
+    return runner, metadata, f"{chosen_fmt} {chosen_precision}"
 
 
 def _from_file(model: Path) -> tuple[Runner, dict, str]:

@@ -73,8 +73,14 @@ def test_bad_predict_input_gets_one_line(trained_run, custom_op_onnx, tmp_path):
         predict([image])
     with pytest.raises(ProcedgeError, match="carries no procedge metadata"):
         predict([image], model=custom_op_onnx)
+    manifest_path = export_run(trained_run, "onnx", "fp32") / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"]["student"]["metadata"]  # an export made by an earlier procedge
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ProcedgeError, match="made before exports carried their class names .*re-export with `procedge export"):
+        predict([image], run_dir=trained_run, fmt="onnx")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    export_run(trained_run, "onnx", "fp32")
+    export_run(trained_run, "onnx", "fp32")  # re-exported: the metadata is back
     with pytest.raises(ProcedgeError, match="cannot read .*broken.jpg as an image"):
         predict([broken], run_dir=trained_run, fmt="onnx")
