@@ -62,10 +62,10 @@ class Mode:
     lr: float = 2e-3
     teacher_views: int = 8  # cached augmented views per training image (consistent teaching)
     unlabeled: int = 10_000  # the pool of the `unlabelled` setting (CIFAR-10 training images, labels unused)
-    pool_epochs: int = 10  # epochs over labelled + pool (11,000 images an epoch at 100 labels a class)
+    pool_epochs: int = 20  # epochs over labelled + pool (11,000 images an epoch at 100 labels a class)
     pool_views: int = 2  # cached teacher views of every image in the `unlabelled` setting
-    pool_batch_size: int = 64  # batch and peak learning rate of the `unlabelled` setting
-    pool_lr: float = 2e-3
+    pool_batch_size: int = 256  # batch and peak learning rate of the `unlabelled` setting (10 epochs at 64 and 2e-3: +0.6 pt
+    pool_lr: float = 4e-3  # on val for pseudo-label; 20 epochs at 256 and 4e-3: +7.3 pt, and 1.8x the images/s on 2 cores)
     curve: tuple[int, ...] = (25, 100, 500)  # labels a class of the learning curve (none vs proc-kd, with the pool)
     main_seeds: int = 3  # seeds for none, proc-kd and the strongest other method of each setting; 1 for the rest
     assess_seeds: int = 2  # seeds per extra teacher in the assessment

@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import nn
 
-from procedge.data import load_task_data, to_model_input
+from procedge.data import load_task_data, stratified_sample, to_model_input
 from procedge.loader import centre_crops
 from procedge.errors import ProcedgeError
 from procedge.models.teacher import EMBEDDED_TEACHER, check_timm_name, create_teacher_model, default_mean_std
@@ -62,23 +62,6 @@ def _input_size(spec: TeacherSpec, input_size: int | None, embedded_data: bool) 
         return EMBEDDED_INPUT_SIZE
     cfg = timm.models.get_pretrained_cfg(spec.name)
     return int(cfg.input_size[-1]) if cfg is not None else 224
-
-
-def stratified_sample(labels: torch.Tensor, max_images: int, seed: int) -> torch.Tensor:
-    """Sorted indices of at most `max_images` samples: one per class first, then every class in proportion to its size."""
-    if len(labels) <= max_images:
-        return torch.arange(len(labels))
-    gen = torch.Generator().manual_seed(seed)
-    keys, order = [], []
-    for cls in labels.unique():
-        idx = (labels == cls).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        key = torch.arange(len(idx), dtype=torch.float64) / len(idx)
-        key[0] = -1.0  # the first of every class comes before any class's second
-        keys.append(key)
-        order.append(idx)
-    keys, order = torch.cat(keys), torch.cat(order)
-    return order[keys.argsort(stable=True)[:max_images]].sort().values
 
 
 def _linear_classifier(model: nn.Module, spec: TeacherSpec, features: int) -> nn.Linear:

@@ -139,9 +139,18 @@ def _installed(module: str) -> bool:
 
 
 def cpu_model() -> str:
+    """The CPU's marketing name: py-cpuinfo (x86 and ARM), else /proc/cpuinfo, else what `platform` knows."""
+    try:
+        import cpuinfo
+
+        brand = cpuinfo.get_cpu_info().get("brand_raw")
+        if brand:
+            return brand
+    except Exception:  # py-cpuinfo probes the CPU in a subprocess; any failure falls back to reading the OS's files
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(("model name", "Model")):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass

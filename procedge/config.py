@@ -77,8 +77,13 @@ class RunConfig(_Strict):
         write_yaml(path, self.model_dump(mode="json"))
 
     @classmethod
-    def load(cls, path: Path) -> "RunConfig":
+    def load(cls, path: Path, fix: str = "re-run `procedge distill`") -> "RunConfig":
+        """The config saved at `path`; one line naming the first invalid field and `fix` where it cannot be used."""
         try:
             return cls.model_validate(yaml.safe_load(Path(path).read_text()))
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
-            raise ProcedgeError(f"run config {path} is unreadable or invalid ({type(exc).__name__}); re-run `procedge distill`") from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            raise ProcedgeError(f"run config {path}: {where}: {err['msg']}; {fix}") from exc
+        except (OSError, yaml.YAMLError) as exc:
+            raise ProcedgeError(f"run config {path} is unreadable or invalid ({type(exc).__name__}); {fix}") from exc

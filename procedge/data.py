@@ -138,6 +138,23 @@ class TaskData:
         self.train = self.train.subset(keep)
 
 
+def stratified_sample(labels: torch.Tensor, max_images: int, seed: int) -> torch.Tensor:
+    """Sorted indices of at most `max_images` samples: one per class first, then every class in proportion to its size."""
+    if len(labels) <= max_images:
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(seed)
+    keys, order = [], []
+    for cls in labels.unique():
+        idx = (labels == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        key = torch.arange(len(idx), dtype=torch.float64) / len(idx)
+        key[0] = -1.0  # the first of every class comes before any class's second
+        keys.append(key)
+        order.append(idx)
+    keys, order = torch.cat(keys), torch.cat(order)
+    return order[keys.argsort(stable=True)[:max_images]].sort().values
+
+
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class seeded shuffle; each class gives round(val_fraction * n) images (at least one) to val."""
     gen = torch.Generator().manual_seed(seed)

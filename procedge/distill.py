@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import timm
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from procedge import distributed
@@ -24,6 +25,7 @@ from procedge.data import (
     image_side,
     load_task_data,
     pool_files,
+    stratified_sample,
 )
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, atomic_path, write_json
@@ -32,7 +34,7 @@ from procedge.methods.base import parse_method_config, reads_unlabelled
 from procedge.models.deploy import StudentNet
 from procedge.models.load import build_student
 from procedge.models.cost import measure_cost
-from procedge.models.student import size_student
+from procedge.models.student import offline_pretrained, size_student
 from procedge.models.teacher import (
     EMBEDDED_TEACHER,
     FrozenTeacher,
@@ -55,6 +57,8 @@ EMBEDDED_TEACHER_SIZE = 96
 EMBEDDED_STUDENT_SIZE = 64
 EMBEDDED_TRAIN_IMAGES = 4000
 SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training images) when the epochs are chosen for the data
+FINETUNE_IMAGES = 3_000  # the same for a student that starts from pretrained weights (photo task: held-out accuracy flat after ~600)
+FINETUNE_LR = 5e-4  # peak learning rate for a student that starts from pretrained weights (the default 2e-3 is for random weights)
 SMALL_IMAGE_SIDE = 112  # a teacher sees images smaller than this at SMALL_IMAGE_TEACHER_SIZE instead of its own input size
 SMALL_IMAGE_TEACHER_SIZE = 160
 PREPARE_IMAGES = 5000  # labelled images whose cached teacher outputs a method's `prepare` reads (a seeded sample beyond)
@@ -77,6 +81,10 @@ class Schedule:
         views = 8 if images <= 1000 else 4 if images <= 5000 else 0  # consistent teaching where the data is small
         size = EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if image_side and image_side < SMALL_IMAGE_SIDE else native_size
         return cls(epochs, views, size, images)
+
+    def fine_tuning(self) -> "Schedule":
+        """The same, with the fewer epochs a student that starts from pretrained weights needs."""
+        return replace(self, epochs=min(60, max(5, math.ceil(FINETUNE_IMAGES / self.training_images))))
 
 
 def _count_training_images(data: Path | None, val_fraction: float, labels_per_class: int | None, pool: int,
@@ -147,11 +155,7 @@ def resolve_config(
     embedded_data = data is None
     schedule = Schedule.for_data(*_count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, pool_size,
                                                          uses_pool), teacher_model.pretrained_cfg["input_size"][-1], embedded_data)
-    chosen = [f"{what} {value}" for what, value, given in (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, teacher_views),
-                                                           ("teacher size", schedule.teacher_size, teacher_size)) if given is None]
-    if chosen:
-        info(f"chosen for {schedule.training_images} training images: {', '.join(chosen)} (set --epochs, --teacher-views, --teacher-size to override)")
-    teacher_views = schedule.teacher_views if teacher_views is None else teacher_views
+    views_given, teacher_views = teacher_views, schedule.teacher_views if teacher_views is None else teacher_views
     teacher_cfg = TeacherConfig(
         name=teacher,
         weights=Path(teacher_weights).resolve() if teacher_weights else None,
@@ -163,13 +167,27 @@ def resolve_config(
     s_size = student_size or (EMBEDDED_STUDENT_SIZE if embedded_data else profile.input_size)
     sizing = None
     if student is None:
-        teacher_ms = measure_cost(teacher_model, teacher_cfg.input_size).predict_ms(profile.hardware, profile.precision)
-        decision = size_student(profile, s_size, teacher_ms)
+        teacher_body = timm.create_model(teacher, pretrained=False, num_classes=0, global_pool="")  # compared as the students are: no head
+        teacher_ms = measure_cost(teacher_body, teacher_cfg.input_size).predict_ms(profile.hardware, profile.precision)
+        user_photos = not embedded_data and student_weights is None
+        decision = size_student(profile, s_size, teacher_ms, pretrained=offline_pretrained() if user_photos else (),
+                                pretrained_at=(student_size,) if student_size else None)
         sizing = decision.to_dict()
-        student = decision.chosen
-        info(f"student sized for {profile.name}: [bold]{student}[/bold] ({decision.reason})")
+        student, s_size, student_pretrained = decision.chosen, decision.input_size, student_pretrained or decision.pretrained
+        info(f"student sized for {profile.name}: [bold]{student}[/bold] at {s_size} px ({decision.reason})")
         for c in decision.candidates:
-            info(f"  {c.name:24s} {c.gflops:6.3f} GFLOPs  predicted {c.predicted_ms:7.2f} ms  {'fits' if c.fits else 'too slow'}")
+            info(f"  {c.name:24s} {c.input_size:4d} px {'pretrained' if c.pretrained else 'random    '} {c.gflops:6.3f} GFLOPs  "
+                 f"predicted {c.predicted_ms:7.2f} ms  {'fits' if c.fits else 'too slow'}")
+    starts_trained = student_pretrained or student_weights is not None
+    if starts_trained:
+        schedule = schedule.fine_tuning()
+    chosen = [f"{what} {value}" for what, value, given in (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, views_given),
+                                                           ("teacher size", schedule.teacher_size, teacher_size),
+                                                           ("lr", FINETUNE_LR, lr if starts_trained else 0)) if given is None]
+    if chosen:
+        info(f"chosen for {schedule.training_images} training images{' and a pretrained student' if starts_trained else ''}: "
+             f"{', '.join(chosen)} (set --epochs, --teacher-views, --teacher-size, --lr to override)")
+    lr = FINETUNE_LR if starts_trained and lr is None else lr
     s_cfg = timm.create_model(student, pretrained=False).pretrained_cfg
     config = RunConfig(
         target=profile,
@@ -191,6 +209,41 @@ def resolve_config(
         method_options=method_options,
     )
     return config, sizing
+
+
+# Options that may override a config file: where they go in the config. The rest (target, teacher, student, sizes)
+# decide the networks and how the data is prepared; change those in the file or resolve a new config.
+CONFIG_OVERRIDES = {"data": ("data", "root"), "unlabeled": ("data", "unlabeled"), "labels_per_class": ("data", "labels_per_class"),
+                    "max_unlabeled": ("data", "max_unlabeled"), "teacher_views": ("data", "teacher_views"), "augment": ("data", "augment"),
+                    "epochs": ("train", "epochs"), "seed": ("train", "seed"), "lr": ("train", "lr"), "batch_size": ("train", "batch_size"),
+                    "workers": ("train", "workers"), "device": ("train", "device")}
+
+
+def config_from_file(path: Path, overrides: dict) -> RunConfig:
+    """A run's saved `config.yaml` (or one written by hand) with command-line `overrides` applied and validated again.
+
+    `overrides` maps `CONFIG_OVERRIDES` names to values, plus `method` and `method_options` (merged into the file's when
+    the method is the same)."""
+    config = RunConfig.load(Path(path), fix="fix the file, or pass a config.yaml that `procedge distill` saved")
+    fixed = sorted(set(overrides) - set(CONFIG_OVERRIDES) - {"method", "method_options"})
+    if fixed:
+        raise ProcedgeError(f"--{fixed[0].replace('_', '-')} cannot override --config (it decides the networks); edit the file instead")
+    dumped = config.model_dump(mode="json")
+    for name, value in overrides.items():
+        if name in CONFIG_OVERRIDES:
+            section, field = CONFIG_OVERRIDES[name]
+            dumped[section][field] = str(Path(value).resolve()) if isinstance(value, Path) else value
+    if overrides.get("teacher_views"):
+        dumped["data"]["augment"] = True  # cached views are augmented views
+    method = overrides.get("method", config.method)
+    options = {**(config.method_options if method == config.method else {}), **overrides.get("method_options", {})}
+    dumped["method"] = method
+    dumped["method_options"] = parse_method_config(method, options).model_dump(mode="json", exclude_unset=True)
+    try:
+        return RunConfig.model_validate(dumped)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ProcedgeError(f"--config {path} with the options given: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from exc
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -264,7 +317,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         distributed.barrier()
 
     labels = data.train.labels
-    probe_rows = _probe_sample(labels, config.train.seed)
+    probe_rows = stratified_sample(labels, PROBE_IMAGES, config.train.seed)
     labelled_pooled = cache_train.pooled.read(probe_rows)
     probe = fit_linear_probe(labelled_pooled, labels[probe_rows], config.train.seed)
     if teaching is not None:  # the probe's soft labels for every cached row, out-of-fold on the labelled images it was fitted on
@@ -317,16 +370,6 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     info(f"student {s.name}: {metrics['student_accuracy']:.2%} held-out (without augmentation {metrics['student_noaug_accuracy']:.2%}); "
          f"teacher probe {probe_acc:.2%}; {metrics['wall_seconds']:.0f} s")
     return metrics
-
-
-def _probe_sample(labels: torch.Tensor, seed: int) -> torch.Tensor:
-    """The labelled rows the probe is fitted on: all of them, or a seeded stratified sample of PROBE_IMAGES."""
-    if len(labels) <= PROBE_IMAGES:
-        return torch.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
-    keep, _ = train_test_split(np.arange(len(labels)), train_size=PROBE_IMAGES, stratify=labels.numpy(), random_state=seed)
-    return torch.from_numpy(np.sort(keep))
 
 
 def _probe_accuracy(probe: nn.Linear, cache_val, labels: torch.Tensor) -> float:

@@ -64,21 +64,30 @@ def load_profile(path: Path | Traversable) -> TargetProfile:
         raise ProcedgeError(f"target profile {path}: field '{field}': {err['msg']}; fix it and retry") from exc
 
 
-def builtin_profiles() -> dict[str, TargetProfile]:
-    """The profiles shipped in the package (`targets/*.yaml` of the source tree)."""
+def builtin_files() -> dict[str, Traversable]:
+    """The profile files shipped in the package (`targets/*.yaml` of the source tree), by profile name."""
     files = sorted((f for f in resource("targets").iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
-    profiles = [load_profile(f) for f in files]
-    return {p.name: p for p in profiles}
+    return {load_profile(f).name: f for f in files}
 
 
-def resolve_target(name_or_file: str) -> TargetProfile:
-    """A built-in target by name or alias (e.g. `jetson-orin`), or a profile YAML file."""
+def builtin_profiles() -> dict[str, TargetProfile]:
+    """The profiles shipped in the package, by name."""
+    return {name: load_profile(f) for name, f in builtin_files().items()}
+
+
+def profile_file(name_or_file: str) -> Path | Traversable:
+    """The file a target comes from: a built-in profile by name or alias (e.g. `jetson-orin`), or a profile YAML file."""
     if name_or_file.endswith((".yaml", ".yml")):
         if not Path(name_or_file).is_file():
             raise ProcedgeError(f"target profile file {name_or_file} does not exist; pass a built-in target name or an existing YAML file")
-        return load_profile(Path(name_or_file))
-    profiles = builtin_profiles()
-    for profile in profiles.values():
-        if name_or_file == profile.name or name_or_file in profile.aliases:
-            return profile
-    raise ProcedgeError(f"unknown target {name_or_file!r}; choose one of: {', '.join(profiles)} (or pass a profile .yaml file)")
+        return Path(name_or_file)
+    files = builtin_files()
+    for name, f in files.items():
+        if name_or_file == name or name_or_file in load_profile(f).aliases:
+            return f
+    raise ProcedgeError(f"unknown target {name_or_file!r}; choose one of: {', '.join(files)} (or pass a profile .yaml file)")
+
+
+def resolve_target(name_or_file: str) -> TargetProfile:
+    """A built-in target by name or alias, or a profile YAML file, loaded and validated."""
+    return load_profile(profile_file(name_or_file))

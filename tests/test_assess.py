@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from procedge.assess import TeacherSpec, assess_teachers, parse_teacher_specs, stratified_sample
+from procedge.assess import TeacherSpec, assess_teachers, parse_teacher_specs
 from procedge.cli import main
 from procedge.errors import ProcedgeError
 
@@ -28,15 +28,6 @@ def test_parse_teacher_specs():
                            (f"{LITE0},,resnet18=x", "empty entry")):
         with pytest.raises(ProcedgeError, match=fragment):
             parse_teacher_specs(text)
-
-
-def test_stratified_sample_keeps_every_class_in_proportion():
-    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
-    index = stratified_sample(labels, 20, seed=0)
-    counts = torch.bincount(labels[index], minlength=3).tolist()
-    assert len(index) == 20 and counts[1] >= 1 and counts[2] == 1 and counts[0] >= 16
-    assert torch.equal(index, stratified_sample(labels, 20, seed=0)) and torch.equal(index, index.sort().values)
-    assert torch.equal(stratified_sample(labels, 500, seed=0), torch.arange(100))
 
 
 def test_imagenet_teacher_ranks_ahead_of_a_random_one(cifar_small, tmp_path):

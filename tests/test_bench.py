@@ -109,3 +109,10 @@ def test_report_puts_the_student_beside_the_student_alone_and_the_probe(tmp_path
     with pytest.raises(ProcedgeError, match="has no metrics.json"):
         distillation_record(distilled, alone.path)
     assert distillation_lines({"distillation": None}) == []
+
+
+def test_cpu_model_names_this_machine():
+    from procedge.bench import cpu_model
+
+    name = cpu_model()
+    assert name and "\n" not in name

@@ -185,3 +185,12 @@ def test_distill_with_an_unlabelled_pool_reports_both_counts(cifar_small, cifar_
     losses = metrics["history"][0]
     assert {"loss_s", "loss_t", "loss_loc", "loss_emb", "loss_soft"} <= set(losses)
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["unlabeled"] == str((tmp_path / "pool").resolve())
+
+
+def test_targets_name_prints_the_profile_with_its_sources():
+    listing = run_cli("targets")
+    assert listing.exit_code == 0 and "intel-cpu.yaml" in listing.output
+    one = run_cli("targets", "intel")  # an alias
+    assert one.exit_code == 0
+    assert "intel-cpu.yaml" in one.output.splitlines()[0] and "Intel ARK" in one.output and "peak_gflops" in one.output
+    assert_one_line_error(run_cli("targets", "pdp-11"), "unknown target 'pdp-11'")

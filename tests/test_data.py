@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from procedge.data import ImageFiles, load_embedded_mnist, load_image_folder, stratified_split, to_model_input
+from procedge.data import ImageFiles, load_embedded_mnist, load_image_folder, stratified_sample, stratified_split, to_model_input
 from procedge.errors import ProcedgeError
 
 
@@ -167,3 +167,12 @@ def test_keep_labels_moves_the_rest_of_the_training_split_to_the_pool():
     assert len(data.train) == 50 and torch.bincount(data.train.labels).tolist() == [5] * 10
     assert len(data.unlabeled) == 3950 and (data.unlabeled.labels == UNLABELED).all()
     assert len(data.val) == 1000
+
+
+def test_stratified_sample_keeps_every_class_in_proportion():
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
+    index = stratified_sample(labels, 20, seed=0)
+    counts = torch.bincount(labels[index], minlength=3).tolist()
+    assert len(index) == 20 and counts[1] >= 1 and counts[2] == 1 and counts[0] >= 16
+    assert torch.equal(index, stratified_sample(labels, 20, seed=0)) and torch.equal(index, index.sort().values)
+    assert torch.equal(stratified_sample(labels, 500, seed=0), torch.arange(100))

@@ -213,6 +213,17 @@ def test_schedule_is_chosen_from_the_data():
     assert (cifar_pool.epochs, cifar_pool.teacher_views, cifar_pool.teacher_size) == (5, 0, 160)  # small images: 160 px
     mnist = Schedule.for_data(labelled=4000, pool=0, image_side=28, native_size=224, embedded=True)
     assert (mnist.epochs, mnist.teacher_views, mnist.teacher_size) == (6, 4, 96)
+    assert photos.fine_tuning().epochs == 15 and cifar_pool.fine_tuning().epochs == 5  # a pretrained student needs fewer
+
+
+def test_user_photos_get_a_pretrained_student_with_a_fine_tuning_schedule(cifar_small):
+    """On a user's folder the embedded Lite0's ImageNet weights serve the student, at the largest size that fits the target
+    and is faster than the teacher (Lite0 at 160 px for these 32-px images: the student gets 128 px)."""
+    config, sizing = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0)
+    assert (config.student.name, config.student.pretrained, config.student.input_size) == ("tf_efficientnet_lite0", True, 128)
+    assert sizing["pretrained"] and config.train.lr == 5e-4 and config.train.epochs == 60  # 29 labelled images: capped at 60
+    given, _ = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0, lr=1e-3, student="resnet10t")
+    assert (given.student.pretrained, given.train.lr) == (False, 1e-3)
 
 
 def test_a_method_without_label_free_terms_trains_without_the_pool():
@@ -264,3 +275,36 @@ def test_files_without_read_permission_are_skipped_and_counted(cifar_small):
         path.chmod(0)
     data = load_image_folder(cifar_small, 0.25, 0)
     assert data.skipped_files == 3 and len(data.train) + len(data.val) == 33
+
+
+def test_a_saved_config_reproduces_its_run_with_overrides(tmp_path):
+    """`distill --config` runs from a saved config.yaml; the options given override it, the rest is the file's."""
+    config, _ = resolve_config("intel-cpu", student="resnet10t", method="none", labels_per_class=5, teacher_size=32, student_size=32,
+                               teacher_views=0, epochs=3)
+    config.save(tmp_path / "config.yaml")
+    result = run_cli("distill", "--config", tmp_path / "config.yaml", "--epochs", "1", "--seed", "3", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    rerun = RunConfig.load(tmp_path / "r" / "config.yaml")
+    assert rerun == config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1, "seed": 3})})
+    assert len(json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]) == 1
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--student", "resnet18"], "--student cannot override --config"),
+    (["--resume"], "--config starts a new run"),
+    (["--method-option", "w_nope=1"], "w_nope"),
+])
+def test_config_overrides_that_cannot_apply(tmp_path, args, fragment):
+    config, _ = resolve_config("intel-cpu", student="resnet10t", method="none", teacher_size=32, student_size=32, teacher_views=0, epochs=1)
+    config.save(tmp_path / "config.yaml")
+    assert_one_line_error(run_cli("distill", "--config", tmp_path / "config.yaml", *args, "--out", tmp_path / "r"), fragment)
+
+
+def test_a_damaged_config_file_names_the_field(tmp_path):
+    config, _ = resolve_config("intel-cpu", student="resnet10t", method="none", teacher_size=32, student_size=32, teacher_views=0, epochs=1)
+    raw = config.model_dump(mode="json")
+    raw["train"]["epochs"] = 0
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert_one_line_error(run_cli("distill", "--config", tmp_path / "config.yaml", "--out", tmp_path / "r"), "train.epochs")
+    (tmp_path / "config.yaml").write_text("{not: [yaml")
+    assert_one_line_error(run_cli("distill", "--config", tmp_path / "config.yaml", "--out", tmp_path / "r"), "unreadable or invalid")

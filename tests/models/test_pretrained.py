@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from procedge.distill import distill, resolve_config
 from procedge.errors import ProcedgeError
-from procedge.models.student import create_backbone
+from procedge.models.student import create_backbone, offline_pretrained
 from procedge.models.teacher import create_teacher_model
 
 LITE0 = "tf_efficientnet_lite0"
@@ -58,10 +58,17 @@ def test_a_student_checkpoint_of_another_network_names_the_tensor(lite0_safetens
 def test_pretrained_weights_come_from_the_local_cache(lite0_safetensors, hf_cache):
     put_in_cache(hf_cache, LITE0, lite0_safetensors)
     embedded = create_teacher_model(LITE0, None).state_dict()
-    student = create_backbone(LITE0, pretrained=True)
+    student = create_backbone("tf_efficientnet_lite0.in1k", pretrained=True)  # a tagged name: no weight package has it
     assert all(torch.equal(t, embedded[k]) for k, t in student.state_dict().items())
     teacher = create_teacher_model("tf_efficientnet_lite0.in1k", None)  # a timm name other than the embedded one, no file
     assert all(torch.equal(t, embedded[k]) for k, t in teacher.state_dict().items())
+
+
+def test_the_installed_weight_package_serves_offline(hf_cache):
+    assert offline_pretrained((LITE0, "tf_efficientnet_lite2", "resnet10t")) == (LITE0,)  # lite2's package is not installed
+    student = create_backbone(LITE0, pretrained=True)
+    teacher = create_teacher_model(LITE0, None).state_dict()
+    assert all(torch.equal(t, teacher[k]) for k, t in student.state_dict().items())
 
 
 def test_offline_without_the_weights_says_which_option_to_pass(hf_cache):

@@ -33,3 +33,18 @@ def test_sizing_keeps_the_student_faster_than_the_teacher():
     target = resolve_target("intel-cpu")
     decision = size_student(target, 64, teacher_ms=0.3, candidates=("mobilenetv3_small_050", "resnet18"))
     assert decision.chosen == "mobilenetv3_small_050"
+
+
+def test_sizing_prefers_a_pretrained_student_at_a_size_that_fits():
+    target = resolve_target("intel-cpu")  # 3 ms: Lite0 at 224 px is predicted over it, at 192 px under it
+    decision = size_student(target, 224, candidates=("mobilenetv3_small_050", "mobilenetv3_large_100"),
+                            pretrained=("tf_efficientnet_lite0",))
+    assert (decision.chosen, decision.pretrained, decision.input_size) == ("tf_efficientnet_lite0", True, 192)
+    assert [c.input_size for c in decision.candidates if c.pretrained] == [224, 192, 160, 128]
+    assert not next(c for c in decision.candidates if c.pretrained and c.input_size == 224).fits
+
+
+def test_sizing_falls_back_to_random_weights_when_no_pretrained_student_fits():
+    target = resolve_target("intel-cpu")
+    decision = size_student(target, 224, candidates=("mobilenetv3_small_050",), pretrained=("resnet50",))
+    assert (decision.chosen, decision.pretrained, decision.input_size) == ("mobilenetv3_small_050", False, 224)
