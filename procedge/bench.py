@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, Runner, backend_registry, read_manifest
+from procedge.export.base import VARIANTS, Runner, backend_registry, network_of, read_manifest
 from procedge.io import read_json
 from procedge.progress import progress_bar
 from procedge.run import RunDir
@@ -292,7 +292,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                         runner, row.settings = pytorch[variant]
                     else:
                         runner, row.settings, row.size_mb = load_export(directory, variant, runtime)
-                    images = heldout["teacher" if variant == "teacher" else "student"]
+                    images = heldout[network_of(variant)]
                     row.accuracy = accuracy(runner, images, heldout["labels"], 100 if fmt == "pytorch" else 1)
                     timed[variant] = (runner, images[:1].astype(np.float32) / 255.0)
                     if costs is not None and fmt != "pytorch":  # predictions model compiled graphs, not eager dispatch

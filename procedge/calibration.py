@@ -9,18 +9,17 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_path, write_json
 from procedge.resources import Traversable, resource
 from procedge.run import RunDir
+from procedge.schema import StrictModel, first_error
 
 
 
-class CalibrationRecipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CalibrationRecipe(StrictModel):
     split: Literal["train"] = "train"
     size: int = Field(300, ge=1)
     stratified: bool = True
@@ -32,8 +31,10 @@ def load_recipe(path: Path | Traversable | None = None) -> CalibrationRecipe:
     path = resource("calibration", "default.yaml") if path is None else path
     try:
         return CalibrationRecipe.model_validate(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise ProcedgeError(f"calibration recipe {path} is unreadable or invalid ({type(exc).__name__}); see calibration/default.yaml") from exc
+    except ValidationError as exc:
+        raise ProcedgeError(f"calibration recipe {path}: {first_error(exc)}; see calibration/default.yaml") from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProcedgeError(f"calibration recipe {path} is unreadable ({type(exc).__name__}); see calibration/default.yaml") from exc
 
 
 def _choose(labels: np.ndarray, count: int, recipe: CalibrationRecipe) -> np.ndarray:

@@ -6,17 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from procedge.errors import ProcedgeError
+from procedge.schema import StrictModel, first_error
 from procedge.targets import TargetProfile
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TeacherConfig(_Strict):
+class TeacherConfig(StrictModel):
     name: str
     weights: Path | None = None
     input_size: int = Field(ge=16, le=1024)
@@ -25,7 +22,7 @@ class TeacherConfig(_Strict):
     stages: list[str] = Field(min_length=1)
 
 
-class StudentConfig(_Strict):
+class StudentConfig(StrictModel):
     name: str
     weights: Path | None = Field(None, description="checkpoint the backbone starts from (its classifier head is replaced)")
     pretrained: bool = Field(False, description="start from timm's pretrained weights (local Hugging Face cache, else the hub)")
@@ -34,7 +31,7 @@ class StudentConfig(_Strict):
     std: tuple[float, float, float]
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     root: Path | None = None  # None: the embedded MNIST subset
     val_fraction: float = Field(0.2, gt=0, lt=1)
     augment: bool = False
@@ -52,7 +49,7 @@ class DataConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: int = Field(ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
@@ -62,7 +59,7 @@ class TrainConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: the GPU where there is one, else the CPU")
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     target: TargetProfile
     teacher: TeacherConfig
     student: StudentConfig
@@ -82,8 +79,6 @@ class RunConfig(_Strict):
         try:
             return cls.model_validate(yaml.safe_load(Path(path).read_text()))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            raise ProcedgeError(f"run config {path}: {where}: {err['msg']}; {fix}") from exc
+            raise ProcedgeError(f"run config {path} is unreadable or invalid: {first_error(exc)}; {fix}") from exc
         except (OSError, yaml.YAMLError) as exc:
             raise ProcedgeError(f"run config {path} is unreadable or invalid ({type(exc).__name__}); {fix}") from exc

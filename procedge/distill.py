@@ -48,6 +48,7 @@ from procedge.loader import arrays_at_sizes, default_workers, normalise
 from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
+from procedge.schema import first_error
 from procedge.teacher_cache import CacheRows, teacher_outputs, teaching_cache
 from procedge.train import evaluate, train_student
 from procedge.targets import resolve_target
@@ -242,8 +243,7 @@ def config_from_file(path: Path, overrides: dict) -> RunConfig:
     try:
         return RunConfig.model_validate(dumped)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ProcedgeError(f"--config {path} with the options given: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from exc
+        raise ProcedgeError(f"--config {path} with the options given: {first_error(exc)}; change the options or the file") from exc
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:

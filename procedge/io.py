@@ -74,3 +74,8 @@ def write_yaml(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def cache_dir(kind: str) -> Path:
+    """procedge's cache for `kind` (teacher outputs, TensorRT timing): `$PROCEDGE_CACHE_DIR/kind`, default ~/.cache/procedge/kind."""
+    return Path(os.environ.get("PROCEDGE_CACHE_DIR", Path.home() / ".cache" / "procedge")) / kind

@@ -6,18 +6,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from procedge.errors import ProcedgeError
 from procedge.resources import Traversable, resource
+from procedge.schema import StrictModel, first_error
 
 
 Precision = Literal["fp32", "fp16", "int8"]
 Backend = Literal["openvino", "ort", "trt"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    model_config = ConfigDict(frozen=True)
 
 
 class Hardware(_Strict):
@@ -59,9 +60,7 @@ def load_profile(path: Path | Traversable) -> TargetProfile:
     try:
         return TargetProfile.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ProcedgeError(f"target profile {path}: field '{field}': {err['msg']}; fix it and retry") from exc
+        raise ProcedgeError(f"target profile {path}: {first_error(exc)}; fix it and retry") from exc
 
 
 def builtin_files() -> dict[str, Traversable]:

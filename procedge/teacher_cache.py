@@ -23,16 +23,12 @@ from torchvision.ops import roi_align
 
 from procedge.config import TeacherConfig
 from procedge.data import Images
-from procedge.io import atomic_dir
+from procedge.io import atomic_dir, cache_dir, write_json
 from procedge.loader import normalise, split_batches
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.progress import progress_bar
 
 FORMAT = 2  # bump when the on-disk layout changes
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PROCEDGE_CACHE_DIR", Path.home() / ".cache" / "procedge")) / "teacher"
 
 
 class RowFile:
@@ -145,14 +141,14 @@ def _compute(teacher: FrozenTeacher, batches, count: int, config: TeacherConfig,
     finally:
         for f in files.values():
             f.close()
-    (out / "meta.json").write_text(json.dumps({"rows": count, **shapes, "label": label, "unreadable": unreadable}) + "\n")
+    write_json(out / "meta.json", {"rows": count, **shapes, "label": label, "unreadable": unreadable})
     return unreadable
 
 
 def teacher_outputs(teacher: FrozenTeacher, images: Images, config: TeacherConfig, label: str,
                     device: torch.device | str = "cpu", view: int = 0, workers: int = 0, batch_size: int = 100) -> TeacherCache:
     """Read the split's teacher outputs (of the centre crops, or of fixed view `view`) from the cache, or compute them."""
-    path = cache_dir() / cache_key(config, images, view)
+    path = cache_dir("teacher") / cache_key(config, images, view)
     if path.is_dir():
         try:
             return _open(path)

@@ -21,7 +21,7 @@ def run(trained_run, tmp_path) -> RunDir:
     ("student.pt", lambda p: p.write_bytes(b"garbage" * 50), "student.pt is damaged"),
     ("teacher_probe.pt", lambda p: p.unlink(), "teacher_probe.pt is missing"),
     ("config.yaml", lambda p: p.write_text(":: not yaml [[["), "config.yaml is unreadable or invalid"),
-    ("config.yaml", lambda p: p.write_text(p.read_text().replace("method: proc-kd\n", "")), "config.yaml is unreadable or invalid"),
+    ("config.yaml", lambda p: p.write_text(p.read_text().replace("method: proc-kd\n", "")), "config.yaml is unreadable or invalid: method: Field required"),
 ])
 def test_export_of_a_damaged_run(run, name, damage, fragment):
     damage(run.path / name)

@@ -7,7 +7,8 @@ from procedge.config import TeacherConfig
 from procedge.data import ImageSet, load_embedded_mnist, to_model_input
 from procedge.loader import ViewedImages, centre_box, fixed_view_seed, random_view, render
 from procedge.models.teacher import EMBEDDED_TEACHER, FrozenTeacher, create_teacher_model
-from procedge.teacher_cache import TeacherCache, cache_dir, cache_key, teacher_outputs, teaching_cache, view_rows
+from procedge.io import cache_dir
+from procedge.teacher_cache import TeacherCache, cache_key, teacher_outputs, teaching_cache, view_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,7 +56,7 @@ def assert_same(a: TeacherCache, b: TeacherCache):
 def test_second_request_reads_the_disk(teacher, images, calls):
     first = teacher_outputs(teacher, images, config(), "train")
     assert calls[0] == 1  # 40 images, one batch
-    assert [d.name for d in cache_dir().iterdir()] == [cache_key(config(), images)]
+    assert [d.name for d in cache_dir("teacher").iterdir()] == [cache_key(config(), images)]
     second = teacher_outputs(teacher, images, config(), "train")
     assert calls[0] == 1  # not run again
     assert_same(first, second)
@@ -92,7 +93,7 @@ def test_key_of_files_follows_their_content_on_disk(cifar_small):
 @pytest.mark.parametrize("damage", ["garbage-meta", "truncated-rows", "missing-rows"])
 def test_a_damaged_cache_entry_is_recomputed(teacher, images, calls, damage):
     reference = teacher_outputs(teacher, images, config(), "train")
-    entry = cache_dir() / cache_key(config(), images)
+    entry = cache_dir("teacher") / cache_key(config(), images)
     if damage == "garbage-meta":
         (entry / "meta.json").write_text("{not json")
     elif damage == "truncated-rows":

@@ -10,7 +10,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.io import atomic_dir
+from procedge.io import atomic_dir, write_json
 from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.registry import Registry
@@ -20,6 +20,11 @@ from procedge.targets import Runtime
 # What each export holds: the deployed student (folded augmentation), the same student without the
 # augmentation (the reference for its overhead), and the teacher with its task probe.
 VARIANTS = ("student", "student_noaug", "teacher")
+
+
+def network_of(variant: str) -> str:
+    """Which network's inputs (held-out and calibration arrays, at its size) a variant reads: "teacher" or "student"."""
+    return "teacher" if variant == "teacher" else "student"
 
 Runner = Callable[[np.ndarray], np.ndarray]  # (1, 3, S, S) float32 in [0, 1] -> (1, classes) logits
 
@@ -109,7 +114,7 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
         metadata = stamp_exports(run, tmp, names)
         files = {v: {"file": name, "bytes": _size(tmp / name), "metadata": metadata[v]} for v, name in names.items()}
         manifest = {"format": fmt, "precision": precision, "files": files, **extra}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(tmp / "manifest.json", manifest)
     info(f"exported {fmt} {precision} to {target}")
     return target
 

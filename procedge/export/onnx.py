@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -150,7 +150,7 @@ class OnnxBackend(ExportBackend):
             for variant in VARIANTS:
                 path = out_dir / f"{variant}.onnx"
                 export_onnx(nets[variant], (1, 3, sizes[variant], sizes[variant]), path)
-                images = heldout["teacher" if variant == "teacher" else "student"][:PARITY_IMAGES]
+                images = heldout[network_of(variant)][:PARITY_IMAGES]
                 parity[variant] = onnx_parity(nets[variant], path, images)
                 layers = measure_cost(nets[variant], sizes[variant]).layers
                 cost[variant] = [[layer.flops, layer.elements] for layer in layers]

@@ -14,7 +14,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
 from procedge.export.onnx import located_error
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -122,7 +122,7 @@ class OpenVinoBackend(ExportBackend):
                 extra["accuracy_control"] = {"max_drop": max_accuracy_drop, "validation_images": int(len(calibration["val_labels"])),
                                              "validation_split": "train, disjoint from the calibration images"}
             for variant in VARIANTS:
-                images = "teacher" if variant == "teacher" else "student"
+                images = network_of(variant)
                 validation = (float_batches(calibration[f"val_{images}"]), calibration["val_labels"]) if max_accuracy_drop is not None else None
                 record = extra["accuracy_control"].setdefault(variant, {}) if max_accuracy_drop is not None else {}
                 quantizers[variant] = nncf_quantizer(float_batches(calibration[images]), validation, max_accuracy_drop, record)

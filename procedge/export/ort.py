@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
 from procedge.export.onnx import ort_runner
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -46,7 +46,7 @@ class OrtBackend(ExportBackend):
 
         calibration = calibration_set(run, calib_size)
         for variant in VARIANTS:
-            images = calibration["teacher" if variant == "teacher" else "student"]
+            images = calibration[network_of(variant)]
             quantize_qdq(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(images))
         return {"calibration_images": int(len(calibration["labels"])),
                 "quantization": "static QDQ, per-channel int8 weights, uint8 activations, min-max calibration"}

@@ -21,8 +21,8 @@ from typing import ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry
-from procedge.io import atomic_dir
+from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
+from procedge.io import atomic_dir, cache_dir, write_json
 from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.run import RunDir
@@ -81,8 +81,7 @@ def stamp_mismatch(built: dict, here: dict) -> str | None:
 
 
 def timing_cache_path(stamp: dict) -> Path:
-    root = Path(os.environ.get("PROCEDGE_CACHE_DIR", Path.home() / ".cache" / "procedge")) / "tensorrt"
-    return root / engine_file_name("timing", stamp).replace(".engine", ".cache")
+    return cache_dir("tensorrt") / engine_file_name("timing", stamp).replace(".engine", ".cache")
 
 
 def _logger():
@@ -254,7 +253,7 @@ class TensorRtBackend(ExportBackend):
             kit = {"format": "trt", "precision": precision, "status": "engines not built", "reason": reason,
                    "on_device": command, "or_with_trtexec": f"bash {target / script}", **sources,
                    "files": {v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in VARIANTS}}
-            (tmp / KIT_FILE).write_text(json.dumps(kit, indent=2) + "\n")
+            write_json(tmp / KIT_FILE, kit)
         info(f"no TensorRT engine built here ({reason.split(':')[0]}): wrote the ONNX and {script} to {target}; "
              f"on the device run `{command}` (or `bash {target / script}`)")
         return target
@@ -303,7 +302,7 @@ def _quantize_for_tensorrt(run: RunDir, fp32: Path, out_dir: Path, calib_size: i
     heldout = run.load_heldout()
     checked = {}
     for variant in VARIANTS:
-        images = "teacher" if variant == "teacher" else "student"
+        images = network_of(variant)
         quantize_qdq(fp32 / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(calibration[images]), symmetric=True)
         if variant != "student_noaug":
             runner, _ = ort_runner(out_dir / f"{variant}.onnx")

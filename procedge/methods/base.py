@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from pydantic import ConfigDict, ValidationError
+from pydantic import ValidationError
 from torch import nn
 
 from procedge.errors import ProcedgeError
 from procedge.methods.knowledge import KnowledgeOptions, TeacherKnowledge, labelled_cross_entropy
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 from procedge.registry import Registry
+from procedge.schema import first_error
 
 
 class MethodConfig(KnowledgeOptions):
@@ -21,8 +22,6 @@ class MethodConfig(KnowledgeOptions):
     Every method inherits the shared label-free teacher terms (`w_emb`, `w_logits`, `w_soft`: see
     `procedge.methods.knowledge`), off unless the method or the user sets them.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)
@@ -137,9 +136,7 @@ def parse_method_config(name: str, options: dict) -> MethodConfig:
     try:
         return cls.Config.model_validate(options)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field_name = ".".join(str(p) for p in err["loc"])
-        raise ProcedgeError(f"method {name!r} option '{field_name}': {err['msg']}; fix --method-option or the run's config") from exc
+        raise ProcedgeError(f"method {name!r} option {first_error(exc)}; fix --method-option or the run's config") from exc
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -19,18 +19,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from procedge.models.teacher import TeacherOutput
+from procedge.schema import StrictModel
 
 STD_FLOOR = 0.1  # an embedding dimension's std is at least this share of the median std
 
 
-class KnowledgeOptions(BaseModel):
+class KnowledgeOptions(StrictModel):
     """The shared label-free terms' options; `MethodConfig` inherits them, so every method takes them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     w_emb: float = Field(0.0, ge=0, description="label-free: regress the teacher's pooled embedding through a learned projector")
     emb_loss: Literal["mse", "cosine"] = Field("mse", description="emb: MSE to the standardised embedding, or 1 - cosine")
