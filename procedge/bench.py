@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, Runner, backend_registry, network_of, read_manifest
+from procedge.export.base import Runner, backend_registry, network_of, read_manifest
 from procedge.io import read_json
 from procedge.progress import progress_bar
 from procedge.run import RunDir
@@ -206,8 +206,7 @@ def _pytorch_runners(run: RunDir) -> dict:
     from procedge.models.load import load_trained
 
     trained = load_trained(run)
-    nets = {"student": trained.student_net("student"), "student_noaug": trained.student_net("student_noaug"),
-            "teacher": trained.teacher_net()}
+    nets = {v: trained.teacher_net() if v == "teacher" else trained.student_net(v) for v in run.variants()}
     settings = {"runtime": f"torch {torch.__version__} (eager)", "threads": torch.get_num_threads()}
     return {v: (torch_runner(net), settings) for v, net in nets.items()}
 
@@ -284,7 +283,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
         for fmt, precision, directory in jobs:
             timed: dict[str, tuple[Runner, np.ndarray]] = {}
             format_rows = {}
-            for variant in VARIANTS:
+            for variant in run.variants():
                 row = format_rows[variant] = BenchRow(variant, fmt, precision)
                 try:
                     if fmt == "pytorch":

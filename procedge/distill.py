@@ -338,13 +338,15 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     backbone.cpu().eval(), method.cpu().eval()
     s = config.student
     deployed = StudentNet(backbone, method.deploy_head(), s.mean, s.std)
-    plain = StudentNet(backbone, method.plain_head(), s.mean, s.std)
     skipped_in_training = sum(h.get("skipped_images", 0) for h in history)
+    plain = StudentNet(backbone, method.plain_head(), s.mean, s.std) if "student_noaug" in method.student_variants else None
+    noaug = {"student_noaug_accuracy": evaluate(plain, data.val, s.input_size, workers=workers)} if plain is not None else {}
     metrics = {
         "method": config.method,
+        "variants": [*method.student_variants, "teacher"],
         "teacher_probe_accuracy": probe_acc,
         "student_accuracy": evaluate(deployed, data.val, s.input_size, workers=workers),
-        "student_noaug_accuracy": evaluate(plain, data.val, s.input_size, workers=workers),
+        **noaug,
         "fold_max_abs_diff": fold_max_abs_diff(backbone, method, data.val, config),
         "train_images": len(data.train),
         "unlabeled_images": unlabeled,
@@ -367,8 +369,8 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     run.last_checkpoint.unlink(missing_ok=True)
     if skipped_in_training:
         info(f"{skipped_in_training} image reads failed while training (deleted, truncated or unreadable files): skipped")
-    info(f"student {s.name}: {metrics['student_accuracy']:.2%} held-out (without augmentation {metrics['student_noaug_accuracy']:.2%}); "
-         f"teacher probe {probe_acc:.2%}; {metrics['wall_seconds']:.0f} s")
+    without = f" (without augmentation {metrics['student_noaug_accuracy']:.2%})" if "student_noaug_accuracy" in metrics else ""
+    info(f"student {s.name}: {metrics['student_accuracy']:.2%} held-out{without}; teacher probe {probe_acc:.2%}; {metrics['wall_seconds']:.0f} s")
     return metrics
 
 

@@ -17,10 +17,13 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: register `obj` under `name`; a registered class also learns its name (`obj.name`)."""
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            if isinstance(obj, type):
+                obj.name = name
             return obj
 
         return decorator

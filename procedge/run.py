@@ -16,6 +16,9 @@ def damaged(path: Path, exc: BaseException, fix: str) -> ProcedgeError:
     return ProcedgeError(f"{path} {state}; {fix}")
 
 
+ALL_VARIANTS = ("student", "student_noaug", "teacher")  # what a run made before runs listed their variants deployed
+
+
 class RunDir:
     """Paths of one run's artifacts; a run is trained once `student.pt` exists."""
 
@@ -62,6 +65,10 @@ class RunDir:
             return read_json(self.metrics)
         except Exception as exc:
             raise damaged(self.metrics, exc, f"re-run `procedge distill --out {self.path} --overwrite`") from exc
+
+    def variants(self) -> tuple[str, ...]:
+        """The graphs this run deploys: its method's student variants, then the teacher (with its linear probe)."""
+        return tuple(self.read_metrics().get("variants", ALL_VARIANTS))
 
     def load_torch(self, path: Path) -> dict:
         """A checkpoint of the run (student.pt, teacher_probe.pt), weights only; one line if it is missing or damaged."""

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from procedge.errors import ProcedgeError
 from procedge.resources import Traversable, resource
@@ -14,7 +14,6 @@ from procedge.schema import StrictModel, first_error
 
 
 Precision = Literal["fp32", "fp16", "int8"]
-Backend = Literal["openvino", "ort", "trt"]
 
 
 class _Strict(StrictModel):
@@ -40,7 +39,16 @@ class Runtime(_Strict):
 class TargetProfile(_Strict):
     name: str
     description: str
-    backend: Backend
+    backend: str  # an export format (`procedge export --format`): checked against the backend registry
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, name: str) -> str:
+        from procedge.export import backend_registry  # the registry is the list of formats; imported here, not at module level
+
+        if name not in backend_registry.names():
+            raise ValueError(f"unknown export format {name!r}; one of {', '.join(backend_registry.names())}")
+        return name
     precision: Precision
     latency_budget_ms: float = Field(gt=0)
     input_size: int = Field(ge=16, le=1024)

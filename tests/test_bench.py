@@ -116,3 +116,22 @@ def test_cpu_model_names_this_machine():
 
     name = cpu_model()
     assert name and "\n" not in name
+
+
+@pytest.mark.slow
+def test_a_method_without_augmentation_exports_and_benches_one_student(tmp_path):
+    """`none` deploys its student as trained: one student graph, exported, benched and reported once, no overhead row."""
+    from procedge.distill import distill, resolve_config
+
+    config, sizing = resolve_config("intel-cpu", student="resnet10t", method="none", epochs=1, teacher_size=32, student_size=32,
+                                    teacher_views=0, labels_per_class=20)
+    distill(config, tmp_path / "none", sizing)
+    run = RunDir(tmp_path / "none")
+    assert run.variants() == ("student", "teacher") and "student_noaug_accuracy" not in run.read_metrics()
+    manifest = json.loads((export_run(run.path, "ort", "fp32") / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"student", "teacher"}
+    assert sorted(p.name for p in run.format_dir("onnx", "fp32").glob("*.onnx")) == ["student.onnx", "teacher.onnx"]
+    result = CliRunner().invoke(main, ["bench", "--run", str(run.path), "--quick"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(run.bench_json.read_text())
+    assert {r["model"] for r in report["rows"]} == {"student", "teacher"} and not report["augmentation_overhead"]

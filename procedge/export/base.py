@@ -19,9 +19,6 @@ from procedge.targets import Runtime
 
 # What each export holds: the deployed student (folded augmentation), the same student without the
 # augmentation (the reference for its overhead), and the teacher with its task probe.
-VARIANTS = ("student", "student_noaug", "teacher")
-
-
 def network_of(variant: str) -> str:
     """Which network's inputs (held-out and calibration arrays, at its size) a variant reads: "teacher" or "student"."""
     return "teacher" if variant == "teacher" else "student"
@@ -32,7 +29,7 @@ Runner = Callable[[np.ndarray], np.ndarray]  # (1, 3, S, S) float32 in [0, 1] ->
 class ExportBackend:
     """Builds one format from the run's ONNX files and loads the result for inference."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # set by `backend_registry.register`
     precisions: ClassVar[tuple[str, ...]]
     runtime_module: ClassVar[str]  # what `load` imports
     install_hint: ClassVar[str]
@@ -110,7 +107,7 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
     target = run.format_dir(fmt, precision)
     with atomic_dir(target) as tmp:
         extra = backend.build(run, precision, tmp, calib_size, max_accuracy_drop)
-        names = {v: backend.artifact_name(v) for v in VARIANTS}
+        names = {v: backend.artifact_name(v) for v in run.variants()}
         metadata = stamp_exports(run, tmp, names)
         files = {v: {"file": name, "bytes": _size(tmp / name), "metadata": metadata[v]} for v, name in names.items()}
         manifest = {"format": fmt, "precision": precision, "files": files, **extra}

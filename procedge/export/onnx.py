@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
+from procedge.export.base import ExportBackend, Runner, backend_registry, network_of
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -118,7 +118,6 @@ def located_error(exc: BaseException, onnx_path: Path) -> str:
 
 @backend_registry.register("onnx")
 class OnnxBackend(ExportBackend):
-    name = "onnx"
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     runtime_module = "onnxruntime"
     install_hint = "pip install onnxruntime"
@@ -141,13 +140,12 @@ class OnnxBackend(ExportBackend):
 
         trained = load_trained(run)
         heldout = run.load_heldout()
-        nets = {"student": trained.student_net("student"), "student_noaug": trained.student_net("student_noaug"),
-                "teacher": trained.teacher_net()}
-        sizes = {"student": trained.config.student.input_size, "student_noaug": trained.config.student.input_size,
-                 "teacher": trained.config.teacher.input_size}
+        variants = run.variants()
+        nets = {v: trained.teacher_net() if v == "teacher" else trained.student_net(v) for v in variants}
+        sizes = {v: getattr(trained.config, network_of(v)).input_size for v in variants}
         parity, cost = {}, {}
-        with progress_bar("exporting ONNX (+ onnxsim, parity)", len(VARIANTS)) as advance:
-            for variant in VARIANTS:
+        with progress_bar("exporting ONNX (+ onnxsim, parity)", len(variants)) as advance:
+            for variant in variants:
                 path = out_dir / f"{variant}.onnx"
                 export_onnx(nets[variant], (1, 3, sizes[variant], sizes[variant]), path)
                 images = heldout[network_of(variant)][:PARITY_IMAGES]

@@ -14,7 +14,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
+from procedge.export.base import ExportBackend, Runner, backend_registry, network_of
 from procedge.export.onnx import located_error
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -95,7 +95,6 @@ def _top1(compiled, items) -> tuple[float, list[float]]:
 
 @backend_registry.register("openvino")
 class OpenVinoBackend(ExportBackend):
-    name = "openvino"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     runtime_module = "openvino"
     install_hint = "pip install openvino"
@@ -106,7 +105,7 @@ class OpenVinoBackend(ExportBackend):
               max_accuracy_drop: float | None = None) -> dict:
         import openvino as ov
 
-        extra, quantizers = {}, {v: None for v in VARIANTS}
+        extra, quantizers = {}, {v: None for v in run.variants()}
         if precision == "int8":
             try:
                 import nncf
@@ -121,12 +120,12 @@ class OpenVinoBackend(ExportBackend):
             if max_accuracy_drop is not None:
                 extra["accuracy_control"] = {"max_drop": max_accuracy_drop, "validation_images": int(len(calibration["val_labels"])),
                                              "validation_split": "train, disjoint from the calibration images"}
-            for variant in VARIANTS:
+            for variant in run.variants():
                 images = network_of(variant)
                 validation = (float_batches(calibration[f"val_{images}"]), calibration["val_labels"]) if max_accuracy_drop is not None else None
                 record = extra["accuracy_control"].setdefault(variant, {}) if max_accuracy_drop is not None else {}
                 quantizers[variant] = nncf_quantizer(float_batches(calibration[images]), validation, max_accuracy_drop, record)
-        for variant in VARIANTS:
+        for variant in run.variants():
             convert(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.xml", precision, quantizers[variant])
         core = ov.Core()
         return {"openvino": ov.get_version(), "compiled_for": core.get_property("CPU", "FULL_DEVICE_NAME"), **extra}

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
+from procedge.export.base import ExportBackend, Runner, backend_registry, network_of
 from procedge.export.onnx import ort_runner
 from procedge.run import RunDir
 from procedge.targets import Runtime
@@ -16,7 +16,6 @@ from procedge.targets import Runtime
 
 @backend_registry.register("ort")
 class OrtBackend(ExportBackend):
-    name = "ort"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
     runtime_module = "onnxruntime"
     install_hint = "pip install onnxruntime"
@@ -31,7 +30,7 @@ class OrtBackend(ExportBackend):
 
         # Extended (not "all") optimisations: the saved graph stays portable across CPUs; layout
         # transforms specific to this machine's ISA are applied again at load time on the device.
-        for variant in VARIANTS:
+        for variant in run.variants():
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             options.optimized_model_filepath = str(out_dir / f"{variant}.onnx")
@@ -45,7 +44,7 @@ class OrtBackend(ExportBackend):
         from procedge.calibration import calibration_set, float_batches
 
         calibration = calibration_set(run, calib_size)
-        for variant in VARIANTS:
+        for variant in run.variants():
             images = calibration[network_of(variant)]
             quantize_qdq(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(images))
         return {"calibration_images": int(len(calibration["labels"])),

@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import VARIANTS, ExportBackend, Runner, backend_registry, network_of
+from procedge.export.base import ExportBackend, Runner, backend_registry, network_of
 from procedge.io import atomic_dir, cache_dir, write_json
 from procedge.metadata import stamp_exports
 from procedge.progress import info
@@ -202,7 +202,6 @@ class EngineRunner:
 
 @backend_registry.register("trt")
 class TensorRtBackend(ExportBackend):
-    name = "trt"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     runtime_module = "tensorrt"
     install_hint = "TensorRT comes with JetPack on Jetson; on an x86 NVIDIA GPU: pip install tensorrt cuda-python"
@@ -225,7 +224,7 @@ class TensorRtBackend(ExportBackend):
     def prepared_onnx(self, run: RunDir, precision: str) -> Path | None:
         """The ONNX a device kit (or an earlier engine build) holds for this precision, if complete."""
         directory = run.format_dir(self.name, precision)
-        return directory if all((directory / f"{v}.onnx").exists() for v in VARIANTS) else None
+        return directory if all((directory / f"{v}.onnx").exists() for v in run.variants()) else None
 
     def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
               max_accuracy_drop: float | None = None) -> dict:
@@ -234,10 +233,10 @@ class TensorRtBackend(ExportBackend):
         sources = self._write_onnx(run, precision, out_dir, calib_size)
         stamp = build_stamp()
         cache = timing_cache_path(stamp)
-        for variant in VARIANTS:
+        for variant in run.variants():
             engine = build_engine(out_dir / f"{variant}.onnx", precision, cache)
             (out_dir / engine_file_name(variant, stamp)).write_bytes(engine)
-        _write_build_script(out_dir, precision)
+        _write_build_script(out_dir, precision, run.variants())
         return {**stamp, **sources, "timing_cache": str(cache), "builder": {
             "workspace_bytes": WORKSPACE_BYTES, "flags": [f for f, on in (("FP16", precision != "fp32"), ("INT8", precision == "int8")) if on],
             "explicit_batch": int(trt.__version__.split(".")[0]) < 10}}
@@ -247,12 +246,12 @@ class TensorRtBackend(ExportBackend):
         target = run.format_dir(self.name, precision)
         with atomic_dir(target) as tmp:
             sources = self._write_onnx(run, precision, tmp, calib_size, reuse_prepared=False)
-            script = _write_build_script(tmp, precision)
-            metadata = stamp_exports(run, tmp, {v: f"{v}.onnx" for v in VARIANTS})
+            script = _write_build_script(tmp, precision, run.variants())
+            metadata = stamp_exports(run, tmp, {v: f"{v}.onnx" for v in run.variants()})
             command = f"procedge export --run {run.path} --format trt --precision {precision}"
             kit = {"format": "trt", "precision": precision, "status": "engines not built", "reason": reason,
                    "on_device": command, "or_with_trtexec": f"bash {target / script}", **sources,
-                   "files": {v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in VARIANTS}}
+                   "files": {v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in run.variants()}}
             write_json(tmp / KIT_FILE, kit)
         info(f"no TensorRT engine built here ({reason.split(':')[0]}): wrote the ONNX and {script} to {target}; "
              f"on the device run `{command}` (or `bash {target / script}`)")
@@ -275,14 +274,14 @@ class TensorRtBackend(ExportBackend):
         `reuse_prepared`), else made here from the fp32 export."""
         prepared = self.prepared_onnx(run, precision) if reuse_prepared else None
         if prepared is not None:  # a device kit, or the engines built from one: no PyTorch or calibration needed here
-            for variant in VARIANTS:
+            for variant in run.variants():
                 shutil.copy(prepared / f"{variant}.onnx", out_dir / f"{variant}.onnx")
             record = next((prepared / name for name in (KIT_FILE, "manifest.json") if (prepared / name).exists()), None)
             recorded = json.loads(record.read_text()) if record else {}
             return {key: recorded[key] for key in SOURCE_FIELDS if key in recorded}
         fp32 = run.format_dir("onnx", "fp32")
         if precision != "int8":
-            for variant in VARIANTS:
+            for variant in run.variants():
                 shutil.copy(fp32 / f"{variant}.onnx", out_dir / f"{variant}.onnx")
             return {"onnx_source": "export/onnx/fp32"}
         return _quantize_for_tensorrt(run, fp32, out_dir, calib_size)
@@ -301,7 +300,7 @@ def _quantize_for_tensorrt(run: RunDir, fp32: Path, out_dir: Path, calib_size: i
     calibration = calibration_set(run, calib_size)
     heldout = run.load_heldout()
     checked = {}
-    for variant in VARIANTS:
+    for variant in run.variants():
         images = network_of(variant)
         quantize_qdq(fp32 / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(calibration[images]), symmetric=True)
         if variant != "student_noaug":
@@ -313,14 +312,14 @@ def _quantize_for_tensorrt(run: RunDir, fp32: Path, out_dir: Path, calib_size: i
             "qdq_accuracy_onnxruntime": checked}
 
 
-def _write_build_script(out_dir: Path, precision: str) -> str:
+def _write_build_script(out_dir: Path, precision: str, variants: tuple[str, ...]) -> str:
     """A trtexec script that builds the same engines on a device without procedge."""
     lines = ["#!/usr/bin/env bash",
              f"# Builds this export's TensorRT engines ({precision}) on the device, with TensorRT's trtexec.",
              "# With procedge installed there, `procedge export --format trt` does the same and stamps the engines for bench.",
              "set -euo pipefail", 'cd "$(dirname "$0")"',
              'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-             f"for variant in {' '.join(VARIANTS)}; do",
+             f"for variant in {' '.join(variants)}; do",
              f'  "$TRTEXEC" --onnx="$variant.onnx" --saveEngine="$variant.engine"{TRTEXEC_FLAGS[precision]} '
              "--timingCacheFile=timing.cache --skipInference",
              "done", ""]

@@ -56,23 +56,31 @@ class DistillMethod(nn.Module):
     the unlabelled pool); it returns the unweighted loss terms by name (weighted by `term_weights`). The
     terms named in `labelled_terms` average over the batch's labelled images only; every other term is
     label-free and runs on every image. A method adds the shared teacher terms with `teacher_terms`. `deploy_head` maps the student's last
-    map to logits with static ops only; `plain_head` is the same head without any method-specific
-    augmentation (the reference for its latency overhead).
+    map to logits with static ops only. `student_variants` are the student graphs the method deploys, each exported,
+    checked and benched: "student" (the deploy head), and "student_noaug" (`plain_head`: the same head without the
+    method's augmentation, the reference for its latency overhead) only for a method that has one.
     """
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     student_stage_count: ClassVar[int] = 0  # how many of the student's last feature_info stages to tap
     needs_live_teacher: ClassVar[bool] = False  # True: run the teacher every step, gradients through it (no cache)
     labelled_terms: ClassVar[frozenset[str]] = frozenset({"ce"})  # the terms that need labels
+    student_variants: ClassVar[tuple[str, ...]] = ("student",)
 
     def __init__(self, config: MethodConfig, dims: FeatureDims):
         super().__init__()
         self.config = config
         self.knowledge = TeacherKnowledge(config, dims.student_final, dims.teacher_pooled, dims.teacher_classes)
+        self.head = nn.Linear(self.head_width(dims), dims.num_classes)
+
+    def head_width(self, dims: FeatureDims) -> int:
+        """Width of the features the linear head classifies: the student's last map, unless the method maps it elsewhere."""
+        return dims.student_final
 
     def loss_weights(self) -> dict[str, float]:
-        """The method's own terms' weights."""
-        raise NotImplementedError
+        """The method's own terms' weights: its config's `w_<term>` fields (the shared teacher terms' are `knowledge`'s)."""
+        shared = set(KnowledgeOptions.model_fields)
+        return {name[2:]: value for name, value in self.config if name.startswith("w_") and name not in shared}
 
     def term_weights(self) -> dict[str, float]:
         """Every term's weight: the method's own, then the shared teacher terms that are on."""
@@ -112,6 +120,7 @@ class DistillMethod(nn.Module):
         return self.deploy_head()
 
     def plain_head(self) -> nn.Module:
+        """The deploy head without the method's augmentation (for methods whose `student_variants` name "student_noaug")."""
         return self.deploy_head()
 
 

@@ -30,10 +30,6 @@ class FitNets(DistillMethod):
     def __init__(self, config: FitNetsConfig, dims: FeatureDims):
         super().__init__(config, dims)
         self.regressor = nn.Conv2d(dims.student_final, dims.teacher_stages[-1], 1)
-        self.head = nn.Linear(dims.student_final, dims.num_classes)
-
-    def loss_weights(self) -> dict[str, float]:
-        return {"ce": self.config.w_ce, "hint": self.config.w_hint}
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         target = standardise(resize_to(teacher.stages[-1].float(), student.final.shape[-2:]))

@@ -39,10 +39,6 @@ class InvertedProjection(DistillMethod):
         super().__init__(config, dims)
         if not config.teacher_free:  # every parameter must get a gradient (DDP)
             self.projector = nn.Conv2d(dims.teacher_stages[-1], dims.student_final, 1, bias=False)
-        self.head = nn.Linear(dims.student_final, dims.num_classes)
-
-    def loss_weights(self) -> dict[str, float]:
-        return {"ce": self.config.w_ce, "proj": self.config.w_proj}
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = student.final.mean((2, 3))

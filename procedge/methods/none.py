@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from pydantic import Field
 
-from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, StudentFeatures, method_registry
+from procedge.methods.base import DistillMethod, MethodConfig, StudentFeatures, method_registry
 from procedge.models.teacher import TeacherOutput
+
+
+class NoDistillationConfig(MethodConfig):
+    w_ce: float = Field(1.0, ge=0, description="cross-entropy on the labelled images")
 
 
 @method_registry.register("none")
 class NoDistillation(DistillMethod):
     """Pool, linear head, cross-entropy; the teacher is never used."""
 
-    def __init__(self, config: MethodConfig, dims: FeatureDims):
-        super().__init__(config, dims)
-        self.head = nn.Linear(dims.student_final, dims.num_classes)
-
-    def loss_weights(self) -> dict[str, float]:
-        return {"ce": 1.0}
+    Config = NoDistillationConfig
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.classify(student.final)

@@ -32,7 +32,6 @@ class OptimalTransportKD(DistillMethod):
 
     def __init__(self, config: OTConfig, dims: FeatureDims):
         super().__init__(config, dims)
-        self.head = nn.Linear(dims.student_final, dims.num_classes)
         self.register_buffer("cost", torch.zeros(dims.teacher_classes, dims.num_classes))
 
     def prepare(self, teacher: FrozenTeacher, sample: TeacherOutput, labels: torch.Tensor) -> None:
@@ -42,9 +41,6 @@ class OptimalTransportKD(DistillMethod):
             raise ProcedgeError("method 'ot' needs a teacher whose classifier is one Linear layer over its pooled features; pick another --method")
         means = class_means(pooled.float().cpu(), labels.cpu(), self.cost.shape[1])
         self.cost.copy_(class_cost_matrix(classifier.weight.detach().float().cpu(), means).to(self.cost.device))
-
-    def loss_weights(self) -> dict[str, float]:
-        return {"ce": self.config.w_ce, "ot": self.config.w_ot}
 
     def losses(self, student: StudentFeatures, teacher: TeacherOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.classify(student.final)

@@ -113,7 +113,6 @@ class PAT(DistillMethod):
         self.aligners = nn.ModuleList(nn.Linear(d, c) for c in dims.teacher_stages)
         n_s, n_t = len(stages), len(dims.teacher_stages)
         self.source = [max(0, n_s - n_t + j) for j in range(n_t)]  # student stage whose tokens match teacher stage j
-        self.head = nn.Linear(dims.student_final, dims.num_classes)
         self.prompts = nn.ModuleList()  # filled by `prepare` (needs the teacher's stage-input widths)
         self._handles: list = []
         self._prompting = False

@@ -185,6 +185,10 @@ class ProcKD(DistillMethod):
     Config = ProcKDConfig
     config: ProcKDConfig
     labelled_terms = frozenset({"s", "a"})
+    student_variants = ("student", "student_noaug")  # the folded augmentation, and the same student without it
+
+    def head_width(self, dims: FeatureDims) -> int:
+        return self.config.dim  # the head classifies the prototype-augmented D-dimensional features
 
     def __init__(self, config: ProcKDConfig, dims: FeatureDims):
         super().__init__(config, dims)
@@ -194,11 +198,6 @@ class ProcKD(DistillMethod):
         self.prototypes = nn.Parameter(torch.randn(config.num_prototypes, d) / d**0.5)
         self.plm = PrototypeLearning(d, config.num_prototypes)
         self.tafa = TaskAdaptiveAugmentation(d, config.assign_temperature)
-        self.head = nn.Linear(d, dims.num_classes)
-
-    def loss_weights(self) -> dict[str, float]:
-        c = self.config
-        return {"s": c.w_s, "a": c.w_a, "t": c.w_t, "kl": c.w_kl, "loc": c.w_loc, "bal": c.w_bal, "feat": c.w_feat}
 
     @torch.no_grad()
     def prepare(self, teacher: FrozenTeacher, sample: TeacherOutput, labels: torch.Tensor) -> None:

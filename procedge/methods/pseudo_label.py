@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from procedge.methods.base import MethodConfig, method_registry
-from procedge.methods.none import NoDistillation
+from procedge.methods.base import method_registry
+from procedge.methods.none import NoDistillation, NoDistillationConfig
 
 
-class PseudoLabelConfig(MethodConfig):
+class PseudoLabelConfig(NoDistillationConfig):
     w_soft: float = Field(1.0, ge=0, description="weight of the KL to the teacher probe's soft labels")
 
 
