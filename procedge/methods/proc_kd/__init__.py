@@ -25,7 +25,7 @@ What procedge changed after the first benchmark, where the teacher path memorise
 
 Loss: `w_s L_s + w_a L_a` (labelled images only) `+ w_t L_t + w_kl L_kl + w_loc L_loc + w_bal L_bal +
 w_feat L_feat + w_emb L_emb + w_soft L_soft` (every image). The deploy graph is the student backbone,
-phi_s, the TAFA with its prototypes folded into 1x1 convs (`procedge.folding`), pool and the head.
+phi_s, the TAFA with its prototypes folded into 1x1 convs (`augmentation.fold_tafa`), pool and the head.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from procedge.folding import FoldedTAFA, fold_tafa
 from procedge.methods.base import DistillMethod, FeatureDims, MethodConfig, PooledClassifier, StudentFeatures, method_registry, resize_to
 from procedge.methods.knowledge import soft_kl
+from procedge.methods.proc_kd.augmentation import TaskAdaptiveAugmentation, fold_tafa
 from procedge.models.teacher import FrozenTeacher, TeacherOutput
 
 INIT_POSITIONS = 20_000  # teacher positions the PCA and k-means initialisation read
@@ -112,29 +112,6 @@ class PrototypeLearning(nn.Module):
         vlad = F.normalize(F.normalize(residuals, dim=2).flatten(1), dim=1)
         g = self.aggregate(vlad)[:, :, None, None].expand_as(h0)
         return h0 + self.mlp(torch.cat([h0, g], 1))
-
-
-class TaskAdaptiveAugmentation(nn.Module):
-    """TAFA: Z = ReLU(MLP([E(X); C'^T A]) + X) with A = softmax_K(C' E(X) / tau), C' = E(C)."""
-
-    def __init__(self, dim: int, temperature: float):
-        super().__init__()
-        self.encoder = nn.Conv2d(dim, dim, 1)
-        self.mlp = nn.Sequential(nn.Conv2d(2 * dim, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(), nn.Conv2d(dim, dim, 1))
-        self.temperature = temperature
-
-    def encode_prototypes(self, prototypes: torch.Tensor) -> torch.Tensor:
-        return F.linear(prototypes, self.encoder.weight.flatten(1), self.encoder.bias)  # (K, D)
-
-    def assignment_logits(self, encoded: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("kd,bdhw->bkhw", self.encode_prototypes(prototypes), encoded) / self.temperature
-
-    def forward(self, x: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The augmented map and the assignment logits (B, K, H, W)."""
-        encoded = self.encoder(x)
-        logits = self.assignment_logits(encoded, prototypes)
-        recon = torch.einsum("kd,bkhw->bdhw", self.encode_prototypes(prototypes), logits.softmax(1))
-        return F.relu(self.mlp(torch.cat([encoded, recon], 1)) + x), logits
 
 
 @torch.no_grad()
@@ -249,7 +226,7 @@ class ProcKD(DistillMethod):
         return PooledClassifier(self.phi_s, ApplyTAFA(self.tafa, self.prototypes), head=self.head)
 
     def deploy_head(self) -> nn.Module:
-        folded: FoldedTAFA = fold_tafa(self.tafa, self.prototypes.detach())
+        folded = fold_tafa(self.tafa, self.prototypes.detach())
         return PooledClassifier(self.phi_s, folded, head=self.head)
 
     def plain_head(self) -> nn.Module:
