@@ -33,10 +33,12 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from procedge.bench import TimingPolicy, accuracy, device_state, host_hardware, measure_latency, torch_runner
+from procedge.bench import TimingPolicy, device_state, host_hardware, measure_latency, torch_runner
+from procedge.runtime import accuracy
 from procedge.export import backend_registry, export_run
 from procedge.calibration import calibration_set, float_batches
-from procedge.export.onnx import export_onnx, ort_runner
+from procedge.export.onnx import export_onnx
+from procedge.runtime.onnxruntime import ort_runner
 from procedge.export.openvino import convert, nncf_quantizer
 from procedge.export.ort import quantize_qdq
 from procedge.models.deploy import Normalize

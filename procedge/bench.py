@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import Runner, backend_registry, network_of, read_manifest
-from procedge.io import read_json
+from procedge.runtime import NotBuiltHere, Runner, accuracy, discover_exports, load_export, network_of, read_manifest
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.targets import Hardware
@@ -78,15 +77,6 @@ def measure_latency(runs: dict[str, tuple[Runner, np.ndarray]], policy: TimingPo
         if time.perf_counter() - start > policy.max_seconds * len(runs):
             break
     return {name: _stats(values) for name, values in samples.items()}
-
-
-def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> float:
-    """Top-1 on uint8 images; exported graphs have a static batch of 1, eager PyTorch takes any batch."""
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].astype(np.float32) / 255.0
-        correct += int((run(x).argmax(1) == labels[start:start + batch_size]).sum())
-    return correct / len(images)
 
 
 def host_hardware(seconds: float = 0.5) -> Hardware:
@@ -178,17 +168,6 @@ class BenchRow:
     settings: dict = field(default_factory=dict)
 
 
-def discover_exports(run: RunDir, formats: list[str] | None) -> list[tuple[str, str, Path]]:
-    """Every finished export (manifest.json) and device kit (engines still to be built on the device)."""
-    found = []
-    for directory in sorted(run.exports.glob("*/*")):
-        fmt, precision = directory.parent.name, directory.name
-        finished = (directory / "manifest.json").exists() or (directory / "device_kit.json").exists()
-        if finished and (formats is None or fmt in formats):
-            found.append((fmt, precision, directory))
-    return found
-
-
 def torch_runner(net) -> Runner:
     """PyTorch eager inference on numpy input (any batch size)."""
     import torch
@@ -209,27 +188,6 @@ def _pytorch_runners(run: RunDir) -> dict:
     nets = {v: trained.teacher_net() if v == "teacher" else trained.student_net(v) for v in run.variants()}
     settings = {"runtime": f"torch {torch.__version__} (eager)", "threads": torch.get_num_threads()}
     return {v: (torch_runner(net), settings) for v, net in nets.items()}
-
-
-class NotBuiltHere(ProcedgeError):
-    """A device kit: the export is finished on the device (TensorRT engines), so this machine has nothing to time."""
-
-
-def load_export(directory: Path, variant: str, runtime) -> tuple[Runner, dict, float]:
-    """Runner, runtime settings and size (MB) of one exported model; a device kit explains what to run instead."""
-    kit = directory / "device_kit.json"
-    if not (directory / "manifest.json").exists() and kit.exists():
-        raise NotBuiltHere(f"run `{read_json(kit)['on_device']}` on the device")
-    manifest = read_manifest(directory)
-    backend = backend_registry.get(manifest["format"])()
-    backend.check_available()
-    path = directory / manifest["files"][variant]["file"]
-    if not path.exists():
-        raise ProcedgeError(f"{path} is missing beside its manifest; re-export with `procedge export --run {directory.parents[2]} "
-                            f"--format {manifest['format']} --precision {manifest['precision']}`")
-    backend.check_compatible(manifest, path)
-    runner, settings = backend.load(path, manifest["precision"], runtime)
-    return runner, settings, manifest["files"][variant]["bytes"] / 1e6
 
 
 def distillation_record(run: RunDir, baseline: Path | None = None) -> dict | None:

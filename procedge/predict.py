@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from procedge.bench import NotBuiltHere, load_export, discover_exports
 from procedge.errors import ProcedgeError
-from procedge.export.base import Runner, backend_registry, read_manifest
 from procedge.metadata import read_metadata
 from procedge.run import RunDir
+from procedge.runtime import NotBuiltHere, Runner, discover_exports, load_export, read_manifest, runtime_registry
 
-SUFFIX_FORMATS = {".onnx": "ort", ".xml": "openvino", ".engine": "trt"}
+SUFFIX_RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt"}
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
@@ -65,19 +64,19 @@ def _from_run(run_dir: Path, fmt: str | None, precision: str | None) -> tuple[Ru
 def _from_file(model: Path) -> tuple[Runner, dict, str]:
     if not model.is_file():
         raise ProcedgeError(f"model file {model} does not exist; pass an exported .onnx, .xml or .engine file")
-    fmt = SUFFIX_FORMATS.get(model.suffix)
-    if fmt is None:
+    name = SUFFIX_RUNTIMES.get(model.suffix)
+    if name is None:
         raise ProcedgeError(f"{model.name}: unknown model type; pass an exported .onnx (ONNX Runtime), .xml (OpenVINO) or .engine (TensorRT)")
     metadata = read_metadata(model)
     if "classes" not in metadata:
         raise ProcedgeError(f"{model.name} carries no procedge metadata (class names, input size); export it with "
                             "`procedge export` or pass --run with its run directory")
-    backend = backend_registry.get(fmt)()
-    backend.check_available()
+    runtime = runtime_registry.get(name)()
+    runtime.check_available()
     manifest = model.parent / "manifest.json"
     precision = json.loads(manifest.read_text())["precision"] if manifest.exists() else "fp32"
-    runner, _ = backend.load(model, precision)
-    return runner, metadata, fmt
+    runner, _ = runtime.load(model, precision)
+    return runner, metadata, name
 
 
 def predict(images: list[Path], run_dir: Path | None = None, model: Path | None = None, fmt: str | None = None,

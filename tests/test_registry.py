@@ -8,7 +8,6 @@ import torch
 from pydantic import Field
 
 from procedge.export import ExportBackend, backend_registry
-from procedge.export.onnx import ort_runner
 from procedge.methods import DistillMethod, MethodConfig, method_registry
 from procedge.registry import Registry
 from procedge.run import RunDir
@@ -35,18 +34,14 @@ class ToyShrink(DistillMethod):
 class ToyCopy(ExportBackend):
     """The fp32 ONNX copied as it is and run by ONNX Runtime."""
 
+    runtime = "onnxruntime"
     precisions = ("fp32",)
-    runtime_module = "onnxruntime"
-    install_hint = "pip install onnxruntime"
     suffix = ".onnx"
 
     def build(self, run, precision, out_dir, calib_size=None, max_accuracy_drop=None):
         for variant in run.variants():
             shutil.copy(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx")
         return {"copied_from": "export/onnx/fp32"}
-
-    def load(self, path, precision="fp32", runtime=None):
-        return ort_runner(path, runtime)
 
 
 def test_a_registered_class_learns_its_name():

@@ -1,47 +1,40 @@
-"""The export-backend interface, its registry, and the export driver (atomic, with a manifest)."""
+"""The export-backend interface, its registry, and the export driver (atomic, with a manifest).
+
+A backend builds one format; the runtime it names (`procedge.runtime`) loads what it built, for its own checks and
+for bench and predict, which never import this package.
+"""
 
 from __future__ import annotations
 
-import importlib
-import json
 from pathlib import Path
-from typing import Callable, ClassVar
-
-import numpy as np
+from typing import ClassVar
 
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, write_json
 from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.registry import Registry
-from procedge.run import RunDir, damaged
+from procedge.run import RunDir
+from procedge.runtime import ModelRuntime, Runner, runtime_registry
 from procedge.targets import Runtime
-
-# What each export holds: the deployed student (folded augmentation), the same student without the
-# augmentation (the reference for its overhead), and the teacher with its task probe.
-def network_of(variant: str) -> str:
-    """Which network's inputs (held-out and calibration arrays, at its size) a variant reads: "teacher" or "student"."""
-    return "teacher" if variant == "teacher" else "student"
-
-Runner = Callable[[np.ndarray], np.ndarray]  # (1, 3, S, S) float32 in [0, 1] -> (1, classes) logits
 
 
 class ExportBackend:
-    """Builds one format from the run's ONNX files and loads the result for inference."""
+    """Builds one format from the run's ONNX files; `runtime` names the runtime that loads it."""
 
     name: ClassVar[str]  # set by `backend_registry.register`
+    runtime: ClassVar[str]  # a `procedge.runtime` name
     precisions: ClassVar[tuple[str, ...]]
-    runtime_module: ClassVar[str]  # what `load` imports
-    install_hint: ClassVar[str]
     suffix: ClassVar[str]
     offers_device_kit: ClassVar[bool] = False
     accuracy_control: ClassVar[bool] = False
 
+    def model_runtime(self) -> ModelRuntime:
+        return runtime_registry.get(self.runtime)()
+
     def check_available(self) -> None:
-        try:
-            importlib.import_module(self.runtime_module)
-        except ImportError as exc:
-            raise ProcedgeError(f"{self.name} needs the {self.runtime_module} package: {self.install_hint}") from exc
+        """One line if this machine cannot build the format (the runtime it builds with is missing)."""
+        self.model_runtime().check_available()
 
     def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
               max_accuracy_drop: float | None = None) -> dict:
@@ -65,12 +58,11 @@ class ExportBackend:
         raise NotImplementedError
 
     def check_compatible(self, manifest: dict, path: Path) -> None:
-        """Refuse, in one line, an export this installed runtime cannot load (built by another version or device)."""
+        self.model_runtime().check_compatible(manifest, path)
 
     def load(self, path: Path, precision: str = "fp32", runtime: Runtime | None = None) -> tuple[Runner, dict]:
-        """A batch-1 runner for a model exported at `precision`, with the target's runtime settings
-        (threads, execution providers), and the settings it actually uses."""
-        raise NotImplementedError
+        """A batch-1 runner for a file this backend built, through its runtime (see `ModelRuntime.load`)."""
+        return self.model_runtime().load(path, precision, runtime)
 
 
 backend_registry: Registry[type[ExportBackend]] = Registry("export format")
@@ -110,7 +102,7 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
         names = {v: backend.artifact_name(v) for v in run.variants()}
         metadata = stamp_exports(run, tmp, names)
         files = {v: {"file": name, "bytes": _size(tmp / name), "metadata": metadata[v]} for v, name in names.items()}
-        manifest = {"format": fmt, "precision": precision, "files": files, **extra}
+        manifest = {"format": fmt, "runtime": backend.runtime, "precision": precision, "files": files, **extra}
         write_json(tmp / "manifest.json", manifest)
     info(f"exported {fmt} {precision} to {target}")
     return target
@@ -127,15 +119,3 @@ def _size(path: Path) -> int:
     """Bytes of a model file plus its weights side-file (OpenVINO .bin), if any."""
     weights = path.with_suffix(".bin")
     return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.exists() else 0)
-
-
-def read_manifest(directory: Path) -> dict:
-    path = directory / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest, dict) or "files" not in manifest or "format" not in manifest:
-            raise ValueError("no files/format")
-        return manifest
-    except (OSError, ValueError) as exc:
-        fmt, precision = directory.parent.name, directory.name
-        raise damaged(path, exc, f"re-export with `procedge export --run {directory.parents[2]} --format {fmt} --precision {precision}`") from exc

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -11,10 +9,11 @@ from typing import ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import ExportBackend, Runner, backend_registry, network_of
+from procedge.export.base import ExportBackend, backend_registry
 from procedge.progress import progress_bar
 from procedge.run import RunDir
-from procedge.targets import Runtime
+from procedge.runtime import network_of
+from procedge.runtime.onnxruntime import ort_runner
 
 OPSET = 17
 PARITY_IMAGES = 200
@@ -55,72 +54,10 @@ def check_static(model, name: str) -> None:
         raise ProcedgeError(f"{name} contains {dynamic[0]} ops; the deploy graph must be static")
 
 
-def ort_runner(path: Path, runtime: Runtime | None = None) -> tuple[Runner, dict]:
-    """An ONNX Runtime session with every graph optimisation, on the target's execution providers
-    (those this onnxruntime build has; the CPU provider always last)."""
-    import onnxruntime as ort
-
-    runtime = runtime or Runtime()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if runtime.threads:
-        options.intra_op_num_threads = runtime.threads
-    available = ort.get_available_providers()
-    requested = list(dict.fromkeys([*runtime.execution_providers, "CPUExecutionProvider"]))
-    chosen = [p for p in requested if p in available]
-    provider_options = []
-    for provider in chosen:
-        if provider == "XnnpackExecutionProvider":
-            # XNNPACK brings its own thread pool; ORT's pool then runs one thread, without spinning, so they don't compete.
-            provider_options.append({"intra_op_num_threads": str(runtime.threads or os.cpu_count() or 1)})
-            options.intra_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        else:
-            provider_options.append({})
-    try:
-        session = ort.InferenceSession(str(path), options, providers=chosen, provider_options=provider_options)
-    except Exception as exc:  # onnxruntime raises its own exception types; the first line names the node
-        raise ProcedgeError(f"ONNX Runtime cannot load {path.name}: {located_error(exc, Path(path))}; "
-                            "that op needs a newer onnxruntime or a change to the model") from exc
-    name = session.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]
-
-    settings = {"runtime": f"onnxruntime {ort.__version__}", "providers": session.get_providers(),
-                "intra_op_threads": runtime.threads or "default"}
-    missing = [p for p in requested if p not in available]
-    if missing:
-        settings["providers_not_in_this_build"] = missing
-    return run, settings
-
-
-def first_line(exc: BaseException) -> str:
-    """A runtime error's first line, without ONNX Runtime's "... Load model from PATH failed:" preamble."""
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return text.split(" failed:", 1)[-1].strip()[:300]
-
-
-COMMON_OPS = {"Conv", "Add", "Mul", "Relu"}  # ops too common to be the one a runtime's error is about
-
-
-def located_error(exc: BaseException, onnx_path: Path) -> str:
-    """The error's first line, led by the graph node whose op it names (runtimes often name only the op)."""
-    import onnx
-
-    message = " ".join(str(exc).split())
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    node = next((n for n in graph.node if n.op_type not in COMMON_OPS and re.search(rf"\b{re.escape(n.op_type)}\b", message)), None)
-    where = f"node {node.name or '(unnamed)'} (op {node.domain + '.' if node.domain else ''}{node.op_type}): " if node else ""
-    return where + first_line(exc)
-
-
 @backend_registry.register("onnx")
 class OnnxBackend(ExportBackend):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
-    runtime_module = "onnxruntime"
-    install_hint = "pip install onnxruntime"
+    runtime = "onnxruntime"
     suffix = ".onnx"
 
     def check_available(self) -> None:
@@ -155,9 +92,6 @@ class OnnxBackend(ExportBackend):
                 advance(1)
         return {"opset": OPSET, "input_sizes": sizes, "parity": parity, "layer_costs": cost,
                 "torch": torch.__version__}
-
-    def load(self, path: Path, precision: str = "fp32", runtime: Runtime | None = None) -> tuple[Runner, dict]:
-        return ort_runner(path, runtime)
 
 
 def onnx_parity(net, path: Path, images_uint8: np.ndarray) -> dict:

@@ -8,17 +8,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from procedge.export.base import ExportBackend, Runner, backend_registry, network_of
-from procedge.export.onnx import ort_runner
+from procedge.export.base import ExportBackend, backend_registry
 from procedge.run import RunDir
-from procedge.targets import Runtime
+from procedge.runtime import network_of
 
 
 @backend_registry.register("ort")
 class OrtBackend(ExportBackend):
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
-    runtime_module = "onnxruntime"
-    install_hint = "pip install onnxruntime"
+    runtime = "onnxruntime"
     suffix = ".onnx"
 
     def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
@@ -36,9 +34,6 @@ class OrtBackend(ExportBackend):
             options.optimized_model_filepath = str(out_dir / f"{variant}.onnx")
             ort.InferenceSession(str(run.format_dir("onnx", "fp32") / f"{variant}.onnx"), options, providers=["CPUExecutionProvider"])
         return {"onnxruntime": ort.__version__, "optimization": "extended (offline) + all (at load)"}
-
-    def load(self, path: Path, precision: str = "fp32", runtime: Runtime | None = None) -> tuple[Runner, dict]:
-        return ort_runner(path, runtime)
 
     def _quantize(self, run: RunDir, out_dir: Path, calib_size: int | None) -> dict:
         from procedge.calibration import calibration_set, float_batches

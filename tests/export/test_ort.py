@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from procedge.errors import ProcedgeError
-from procedge.export.onnx import ort_runner
+from procedge.runtime.onnxruntime import ort_runner
 from procedge.targets import Runtime, resolve_target
 
 

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from procedge.errors import ProcedgeError
 from procedge.export import export_run
-from procedge.export.trt import engine_file_name, stamp_mismatch
+from procedge.runtime.tensorrt import engine_file_name, stamp_mismatch
 from procedge.run import RunDir
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -21,7 +21,7 @@ NO_TENSORRT = "TensorRT is not installed (it comes with JetPack on Jetson, or `p
 
 def _cuda_gpu() -> bool:
     try:
-        from procedge.export.trt import _cudart
+        from procedge.runtime.tensorrt import _cudart
 
         error, count = _cudart().cudaGetDeviceCount()
         return int(error) == 0 and count > 0
@@ -46,7 +46,7 @@ def test_engine_name_and_stamp_say_where_an_engine_runs():
 
 @needs_cuda
 def test_cuda_stream_copies_round_trip():
-    from procedge.export.trt import CudaStream, gpu_identity
+    from procedge.runtime.tensorrt import CudaStream, gpu_identity
 
     stream = CudaStream()
     data = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
