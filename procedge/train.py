@@ -86,11 +86,49 @@ def _check_finite(terms: dict[str, torch.Tensor], weights: dict[str, float], epo
             raise _diverged(f"loss term {name!r} times its weight {weights[name]:g} became {weighted}", epoch, run, "that term's weight")
 
 
-def _save_checkpoint(run: RunDir, backbone, method, optimizer, scheduler, generator, history, epoch) -> None:
-    with atomic_path(run.last_checkpoint) as tmp:
-        torch.save({"backbone": backbone.state_dict(), "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "history": history,
-                    "epoch": epoch}, tmp)
+class Checkpoint:
+    """The per-epoch `last.pt`: what a resumed run restores (weights, optimizer, schedule, the sampler's generator, history)."""
+
+    def __init__(self, run: RunDir, generator: torch.Generator, **parts):
+        self.run, self.generator, self.parts = run, generator, parts  # parts: name -> anything with (load_)state_dict
+
+    def save(self, history: list[dict], epoch: int) -> None:
+        with atomic_path(self.run.last_checkpoint) as tmp:
+            torch.save({**{name: part.state_dict() for name, part in self.parts.items()}, "generator": self.generator.get_state(),
+                        "history": history, "epoch": epoch}, tmp)
+
+    def restore(self) -> tuple[list[dict], int]:
+        """Load the last epoch's state in place; returns the history so far and the epoch to start from."""
+        state = torch.load(self.run.last_checkpoint, map_location="cpu", weights_only=True)
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+        self.generator.set_state(state["generator"])
+        return state["history"], state["epoch"] + 1
+
+
+class TeacherTargets:
+    """What the teacher says about a batch, for the exact view the student sees: its cached outputs for a fixed view or
+    for the centre crop (cropped and mirrored to the student's random view), or, with no cache, its own input images
+    for a live pass."""
+
+    def __init__(self, cache: CacheRows | None, config: RunConfig, train_images: int, acc: Accelerator, device: torch.device):
+        self.cache, self.config, self.train_images, self.acc, self.device = cache, config, train_images, acc, device
+        self.live = cache is None
+        self.views = 0 if self.live else config.data.teacher_views
+
+    def sizes(self) -> dict[str, int]:
+        """The networks the loader renders each image for, at their input sizes."""
+        return {"student": self.config.student.input_size} | ({"teacher": self.config.teacher.input_size} if self.live else {})
+
+    def __call__(self, batch: dict, ok: torch.Tensor, index: torch.Tensor) -> dict:
+        """The teacher keyword of the distiller's forward for the batch's readable images (`ok`)."""
+        if self.live:
+            tc = self.config.teacher
+            return {"teacher_images": self.acc.images(batch["teacher"][ok], tc.mean, tc.std)}
+        if self.views:
+            return {"teacher_output": self.cache.batch(view_rows(index, batch["view"][ok], self.train_images), self.device)}
+        view = (batch["box"][ok], batch["flip"][ok]) if self.config.data.augment else (None, None)
+        return {"teacher_output": self.cache.batch(index, self.device, *view)}
 
 
 def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher,
@@ -101,7 +139,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     `cache`: the teacher's outputs on the training images (`teaching_cache`: centre crops, or fixed views);
     None for a live teacher. `probe`, the teacher's linear probe, gives a live teacher's outputs their task logits.
     """
-    t, s, tc, d = config.train, config.student, config.teacher, config.data
+    t, s, d = config.train, config.student, config.data
     device, world, rank = distributed.device(t.device), distributed.world_size(), distributed.rank()
     acc = Accelerator(device)
     workers = default_workers() if t.workers is None else t.workers
@@ -112,24 +150,16 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch, pct_start=0.15)
     generator = torch.Generator().manual_seed(t.seed)
-    history: list[dict] = []
-    start_epoch = 0
+    checkpoint = Checkpoint(run, generator, backbone=backbone, method=method, optimizer=optimizer, scheduler=scheduler)
+    history, start_epoch = checkpoint.restore() if resume else ([], 0)
     if resume:
-        state = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
-        backbone.load_state_dict(state["backbone"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        history, start_epoch = state["history"], state["epoch"] + 1
         info(f"resuming after epoch {start_epoch} of {t.epochs}")
     weights = method.term_weights()
     eval_net = StudentNet(backbone, method.augmented_head(), s.mean, s.std).to(device)
-    live = cache is None
-    views = d.teacher_views if not live else 0
-    sizes = {"student": s.input_size} | ({"teacher": tc.input_size} if live else {})
-    sampler = EpochBatches(len(train_set), t.batch_size, generator, world, rank, views=views, random_views=d.augment and not views)
-    loader = make_loader(ViewedImages(train_set, sizes), batch_sampler=sampler, workers=workers, pin_memory=acc.cuda)
+    targets = TeacherTargets(cache, config, len(train_set), acc, device)
+    sampler = EpochBatches(len(train_set), t.batch_size, generator, world, rank, views=targets.views,
+                           random_views=d.augment and not targets.views)
+    loader = make_loader(ViewedImages(train_set, targets.sizes()), batch_sampler=sampler, workers=workers, pin_memory=acc.cuda)
     for epoch in range(start_epoch, t.epochs):
         distiller.train()
         sums = torch.zeros(len(weights), dtype=torch.float64, device=device)
@@ -146,14 +176,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
                 index, labels = batch["index"][ok], batch["label"][ok].to(device, non_blocking=True)
                 student_in = acc.images(batch["student"][ok], s.mean, s.std)
                 with acc.autocast():
-                    if live:
-                        terms = model(student_in, labels, teacher_images=acc.images(batch["teacher"][ok], tc.mean, tc.std))
-                    elif views:
-                        rows = view_rows(index, batch["view"][ok], len(train_set))
-                        terms = model(student_in, labels, teacher_output=cache.batch(rows, device))
-                    else:  # the centre crops' outputs, cropped and mirrored to the student's view
-                        view = (batch["box"][ok], batch["flip"][ok]) if d.augment else (None, None)
-                        terms = model(student_in, labels, teacher_output=cache.batch(index, device, *view))
+                    terms = model(student_in, labels, **targets(batch, ok, index))
                 _check_finite(terms, weights, epoch, run)
                 loss = sum(weights[name] * value.float() for name, value in terms.items())
                 optimizer.zero_grad(set_to_none=True)
@@ -171,6 +194,6 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
             record["heldout_accuracy"] = evaluate(eval_net, val_set, s.input_size, workers=workers)
             history.append(record)
             info("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-            _save_checkpoint(run, backbone, method, optimizer, scheduler, generator, history, epoch)
+            checkpoint.save(history, epoch)
         distributed.barrier()
     return history
