@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.runtime import NotBuiltHere, Runner, accuracy, discover_exports, load_export, network_of, read_manifest
+from procedge.runtime import MANIFEST, NotBuiltHere, Runner, accuracy, discover_exports, load_export, network_of, read_manifest
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.targets import Hardware
@@ -224,8 +224,8 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
     if not exports and not want_pytorch:
         raise ProcedgeError(f"no {'/'.join(formats or [])} export in {run.path}; run `procedge export --run {run.path} --format FORMAT` first")
     heldout = run.load_heldout()
-    onnx_manifest = run.format_dir("onnx", "fp32") / "manifest.json"
-    costs = read_manifest(onnx_manifest.parent)["layer_costs"] if onnx_manifest.exists() else None
+    onnx_dir = run.format_dir("onnx", "fp32")
+    costs = read_manifest(onnx_dir).model_extra.get("layer_costs") if (onnx_dir / MANIFEST).exists() else None
     host = host_hardware() if _installed("onnxruntime") and _installed("onnx") else None
 
     runtime = config.target.runtime.model_copy(update={"threads": threads})  # the target's providers; threads: the runtime's or --threads

@@ -15,7 +15,7 @@ import numpy as np
 from procedge.errors import ProcedgeError
 from procedge.metadata import read_metadata
 from procedge.run import RunDir
-from procedge.runtime import NotBuiltHere, Runner, discover_exports, load_export, read_manifest, runtime_registry
+from procedge.runtime import MANIFEST, NotBuiltHere, Runner, discover_exports, load_export, read_manifest, runtime_registry
 
 SUFFIX_RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt"}
 
@@ -54,7 +54,7 @@ def _from_run(run_dir: Path, fmt: str | None, precision: str | None) -> tuple[Ru
         runner, _, _ = load_export(directory, "student", None)
     except NotBuiltHere as exc:
         raise ProcedgeError(f"the {chosen_fmt} {chosen_precision} export of {run_dir} is a device kit: {exc}") from exc
-    metadata = read_manifest(directory)["files"]["student"].get("metadata")
+    metadata = read_manifest(directory).files["student"].metadata
     if not metadata:
         raise ProcedgeError(f"the {chosen_fmt} {chosen_precision} export of {run_dir} was made before exports carried their class names "
                             f"and input size; re-export with `procedge export --run {run_dir} --format {chosen_fmt} --precision {chosen_precision}`")
@@ -73,8 +73,7 @@ def _from_file(model: Path) -> tuple[Runner, dict, str]:
                             "`procedge export` or pass --run with its run directory")
     runtime = runtime_registry.get(name)()
     runtime.check_available()
-    manifest = model.parent / "manifest.json"
-    precision = json.loads(manifest.read_text())["precision"] if manifest.exists() else "fp32"
+    precision = read_manifest(model.parent).precision if (model.parent / MANIFEST).exists() else "fp32"
     runner, _ = runtime.load(model, precision)
     return runner, metadata, name
 

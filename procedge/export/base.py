@@ -15,7 +15,7 @@ from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.registry import Registry
 from procedge.run import RunDir
-from procedge.runtime import ModelRuntime, Runner, runtime_registry
+from procedge.runtime import MANIFEST, Manifest, ModelRuntime, Runner, runtime_registry
 from procedge.targets import Runtime
 
 
@@ -102,8 +102,8 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
         names = {v: backend.artifact_name(v) for v in run.variants()}
         metadata = stamp_exports(run, tmp, names)
         files = {v: {"file": name, "bytes": _size(tmp / name), "metadata": metadata[v]} for v, name in names.items()}
-        manifest = {"format": fmt, "runtime": backend.runtime, "precision": precision, "files": files, **extra}
-        write_json(tmp / "manifest.json", manifest)
+        manifest = Manifest(format=fmt, runtime=backend.runtime, precision=precision, files=files, **extra)
+        write_json(tmp / MANIFEST, manifest.model_dump(mode="json"))
     info(f"exported {fmt} {precision} to {target}")
     return target
 
@@ -111,7 +111,7 @@ def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = No
 def _ensure_onnx(run: RunDir, backend: ExportBackend, precision: str, reuse_prepared: bool = True) -> None:
     """Export the fp32 ONNX first where a backend builds from it (and, with `reuse_prepared`, has no prepared ONNX of its own)."""
     prepared = reuse_prepared and backend.prepared_onnx(run, precision) is not None
-    if backend.name != "onnx" and not prepared and not (run.format_dir("onnx", "fp32") / "manifest.json").exists():
+    if backend.name != "onnx" and not prepared and not (run.format_dir("onnx", "fp32") / MANIFEST).exists():
         export_run(run.path, "onnx", "fp32")
 
 

@@ -10,7 +10,6 @@ instead: the ONNX files it would build from, a trtexec build script, and the one
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -23,12 +22,11 @@ from procedge.io import atomic_dir, cache_dir, write_json
 from procedge.metadata import stamp_exports
 from procedge.progress import info
 from procedge.run import RunDir
-from procedge.runtime import accuracy, network_of
+from procedge.runtime import DEVICE_KIT, Manifest, accuracy, network_of, read_manifest
 from procedge.runtime.onnxruntime import ort_runner
 from procedge.runtime.tensorrt import _logger, build_stamp, engine_file_name
 
 WORKSPACE_BYTES = 1 << 30
-KIT_FILE = "device_kit.json"
 BUILD_SCRIPT = "build_engines.sh"
 SOURCE_FIELDS = ("onnx_source", "quantization", "calibration_images", "qdq_accuracy_onnxruntime")
 TRTEXEC_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}  # int8: Q/DQ layers in int8, the rest fp16
@@ -120,10 +118,10 @@ class TensorRtBackend(ExportBackend):
             script = _write_build_script(tmp, precision, run.variants())
             metadata = stamp_exports(run, tmp, {v: f"{v}.onnx" for v in run.variants()})
             command = f"procedge export --run {run.path} --format trt --precision {precision}"
-            kit = {"format": "trt", "runtime": self.runtime, "precision": precision, "status": "engines not built", "reason": reason,
-                   "on_device": command, "or_with_trtexec": f"bash {target / script}", **sources,
-                   "files": {v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in run.variants()}}
-            write_json(tmp / KIT_FILE, kit)
+            kit = Manifest(format=self.name, runtime=self.runtime, precision=precision, status="device kit", reason=reason,
+                           on_device=command, or_with_trtexec=f"bash {target / script}", **sources,
+                           files={v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in run.variants()})
+            write_json(tmp / DEVICE_KIT, kit.model_dump(mode="json"))
         info(f"no TensorRT engine built here ({reason.split(':')[0]}): wrote the ONNX and {script} to {target}; "
              f"on the device run `{command}` (or `bash {target / script}`)")
         return target
@@ -135,8 +133,7 @@ class TensorRtBackend(ExportBackend):
         if prepared is not None:  # a device kit, or the engines built from one: no PyTorch or calibration needed here
             for variant in run.variants():
                 shutil.copy(prepared / f"{variant}.onnx", out_dir / f"{variant}.onnx")
-            record = next((prepared / name for name in (KIT_FILE, "manifest.json") if (prepared / name).exists()), None)
-            recorded = json.loads(record.read_text()) if record else {}
+            recorded = read_manifest(prepared).model_dump()
             return {key: recorded[key] for key in SOURCE_FIELDS if key in recorded}
         fp32 = run.format_dir("onnx", "fp32")
         if precision != "int8":
