@@ -214,6 +214,9 @@ def test_schedule_is_chosen_from_the_data():
     mnist = Schedule.for_data(labelled=4000, pool=0, image_side=28, native_size=224, embedded=True)
     assert (mnist.epochs, mnist.teacher_views, mnist.teacher_size) == (6, 4, 96)
     assert photos.fine_tuning().epochs == 15 and cifar_pool.fine_tuning().epochs == 5  # a pretrained student needs fewer
+    assert (cifar_pool.batch_size, cifar_pool.lr, photos.batch_size) == (256, 4e-3, None)  # the pool recipe, only with a pool
+    demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
+    assert (demo.epochs, demo.teacher_views, demo.batch_size) == (12, 4, 256)
 
 
 def test_user_photos_get_a_pretrained_student_with_a_fine_tuning_schedule(cifar_small):
