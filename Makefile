@@ -29,7 +29,6 @@ demo: $(STAMP)
 	$(VENV)/bin/procedge export --run $(RUN)
 	$(VENV)/bin/procedge export --run $(RUN) --format openvino --precision int8
 	$(VENV)/bin/procedge export --run $(RUN) --format ort
-	$(VENV)/bin/procedge export --run $(RUN) --format ort --precision int8
 	$(VENV)/bin/procedge bench --run $(RUN) --baseline $(RUN)-alone
 
 test: $(STAMP)
