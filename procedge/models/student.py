@@ -110,8 +110,9 @@ def size_student(target: TargetProfile, input_size: int, teacher_ms: float | Non
     rows = []
     tries = [(name, input_size, False) for name in candidates]
     tries += [(name, size, True) for name in pretrained for size in (pretrained_at or pretrained_sizes(input_size))]
+    backbones = {name: create_backbone(name) for name, _, _ in tries}  # one model per name, traced at each size
     for name, size, has_weights in tries:
-        backbone = create_backbone(name)
+        backbone = backbones[name]
         cost = measure_cost(backbone, size)
         predicted = cost.predict_ms(target.hardware, target.precision)
         params = sum(p.numel() for p in backbone.parameters()) / 1e6
