@@ -189,10 +189,9 @@ def resolve_config(
     starts_trained = student_pretrained or student_weights is not None
     if starts_trained:
         schedule = schedule.fine_tuning()
-    chosen = [f"{what} {value}" for what, value, given in (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, views_given),
-                                                           ("teacher size", schedule.teacher_size, teacher_size),
-                                                           ("batch size", schedule.batch_size, batch_size if schedule.batch_size else 0),
-                                                           ("lr", schedule.lr, lr if schedule.lr else 0)) if given is None]
+    picks = (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, views_given),
+             ("teacher size", schedule.teacher_size, teacher_size), ("batch size", schedule.batch_size, batch_size), ("lr", schedule.lr, lr))
+    chosen = [f"{what} {value}" for what, value, given in picks if given is None and value is not None]
     if chosen:
         info(f"chosen for {schedule.training_images} training images{' and a pretrained student' if starts_trained else ''}: "
              f"{', '.join(chosen)} (set --epochs, --teacher-views, --teacher-size, --batch-size, --lr to override)")
