@@ -64,6 +64,7 @@ class Mode:
     unlabeled: int = 10_000  # the pool of the `unlabelled` setting (CIFAR-10 training images, labels unused)
     pool_epochs: int = 20  # epochs over labelled + pool (11,000 images an epoch at 100 labels a class)
     pool_views: int = 2  # cached teacher views of every image in the `unlabelled` setting
+    crop_area: float = 0.8  # smallest training crop (area share): the default for images under 112 px (see distill.py)
     pool_batch_size: int = 256  # batch and peak learning rate of the `unlabelled` setting (10 epochs at 64 and 2e-3: +0.6 pt
     pool_lr: float = 4e-3  # on val for pseudo-label; 20 epochs at 256 and 4e-3: +7.3 pt, and 1.8x the images/s on 2 cores)
     curve: tuple[int, ...] = (25, 100, 500)  # labels a class of the learning curve (none vs proc-kd, with the pool)
@@ -159,9 +160,9 @@ class Bench:
     def runs_dir(self, setting: str, per_class: int) -> Path:
         m = self.mode
         if setting == "labelled":
-            return self.work / f"runs-{per_class}pc-{m.epochs}ep" / f"views{m.teacher_views}"
+            return self.work / f"runs-{per_class}pc-{m.epochs}ep" / f"views{m.teacher_views}-crop{m.crop_area:g}"
         recipe = "" if (m.pool_batch_size, m.pool_lr) == (64, 2e-3) else f"-b{m.pool_batch_size}-lr{m.pool_lr:g}"
-        return self.work / f"runs-{per_class}pc-pool{m.unlabeled}-{m.pool_epochs}ep{recipe}" / f"views{m.pool_views}"
+        return self.work / f"runs-{per_class}pc-pool{m.unlabeled}-{m.pool_epochs}ep{recipe}" / f"views{m.pool_views}-crop{m.crop_area:g}"
 
     def test_set(self) -> ImageFiles:
         """The test split's files (read per batch, at each network's size, by `evaluate`)."""
@@ -178,7 +179,8 @@ class Bench:
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
                                    student=m.student, method=method, epochs=m.pool_epochs if pooled else m.epochs, seed=seed,
                                    teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
-                                   teacher_views=m.pool_views if pooled else m.teacher_views, unlabeled=self.pool if pooled else None)
+                                   teacher_views=m.pool_views if pooled else m.teacher_views, crop_area=m.crop_area,
+                                   unlabeled=self.pool if pooled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
                                                            "lr": m.pool_lr if pooled else m.lr})}
         if stages is not None:
@@ -245,7 +247,7 @@ def plan(mode: Mode, methods: tuple[str, ...], strongest: dict[str, str]) -> lis
     settings = [s for s in SETTINGS if s == "labelled" or mode.unlabeled]
     cells = [Cell("labelled", n, "none", one)]
     if mode.unlabeled:
-        cells += [Cell("unlabelled", n, "proc-kd", one), Cell("unlabelled", n, "pseudo-label", one)]
+        cells += [Cell("unlabelled", n, "pseudo-label", one), Cell("unlabelled", n, "proc-kd", one)]
     cells += [Cell("labelled", n, "proc-kd", one)]
     cells += [Cell("labelled", n, "none", main)] + [Cell(s, n, "proc-kd", main) for s in settings]
     cells += [Cell(s, n, m, one) for s in settings for m in methods if m not in ("none", "proc-kd")]

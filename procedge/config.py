@@ -35,6 +35,8 @@ class DataConfig(StrictModel):
     root: Path | None = None  # None: the embedded MNIST subset
     val_fraction: float = Field(0.2, gt=0, lt=1)
     augment: bool = False
+    crop_area: float = Field(0.35, gt=0, le=1, description="smallest area share of a training crop (random-resized crop); "
+                                                             "photos 0.35, images under 112 px 0.8")
     teacher_views: int = Field(0, ge=0, le=64, description="augmented views per training image whose teacher outputs are "
                                                             "cached; the student trains on exactly those views (needs augment)")
     unlabeled: Path | None = Field(None, description="a folder of unlabelled images (any depth): the label-free terms run on them")

@@ -4,8 +4,8 @@ Every network gets the image at its own input size, from the same view of it:
 
 - evaluation (and the teacher's outputs without augmentation): the shorter side resized to the input size
   and the centre square crop (`centre_box`);
-- training: a random-resized crop (area 35-100%, aspect 3/4-4/3) and a horizontal flip (`random_view`),
-  drawn from a per-sample seed, so a view is reproducible and the same view can be given to the student
+- training: a random-resized crop (at least `crop_area` of the image, 35% by default; aspect 3/4-4/3) and a
+  horizontal flip (`random_view`), drawn from a per-sample seed, so a view is reproducible and the same view can be given to the student
   and to the teacher (consistent teaching) or looked up in the teacher's cache (fixed views).
 
 A view is a crop box in pixels of the decoded image and a flip; `box_in_centre_frame` expresses it
@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
+from procedge.config import DataConfig
 from procedge.data import Images, ImageSet
 
-SCALE = (0.35, 1.0)  # random-resized-crop area share: small images (CIFAR) lose too much below a third
+CROP_AREA = DataConfig.model_fields["crop_area"].default  # smallest area share of a random-resized crop
 RATIO = (3 / 4, 4 / 3)
 FIXED_VIEW_SEED = 0  # the fixed views of a split are the same for every run (seed, method) on it, so they share one cache
 
@@ -45,14 +46,15 @@ def centre_box(height: int, width: int) -> View:
     return View((height - side) // 2, (width - side) // 2, side, side, False)
 
 
-def random_view(height: int, width: int, seed: int) -> View:
-    """A random-resized crop and flip of an image of this size, from `seed` alone (torchvision's RandomResizedCrop draw)."""
+def random_view(height: int, width: int, seed: int, crop_area: float = CROP_AREA) -> View:
+    """A random-resized crop (area share `crop_area`-1) and flip of an image of this size, from `seed` alone
+    (torchvision's RandomResizedCrop draw)."""
     g = torch.Generator().manual_seed(seed)
     area = height * width
     log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
     flip = bool(torch.rand(1, generator=g) < 0.5)
     for _ in range(10):
-        target = area * float(torch.empty(1).uniform_(SCALE[0], SCALE[1], generator=g))
+        target = area * float(torch.empty(1).uniform_(crop_area, 1.0, generator=g))
         ratio = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)))
         w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
@@ -88,8 +90,8 @@ class ViewedImages(Dataset):
     (its seed from `fixed_view_seed`); view 0 with a seed >= 0 is a fresh random view drawn from that seed.
     """
 
-    def __init__(self, images: Images, sizes: dict[str, int]):
-        self.images, self.sizes = images, sizes
+    def __init__(self, images: Images, sizes: dict[str, int], crop_area: float = CROP_AREA):
+        self.images, self.sizes, self.crop_area = images, sizes, crop_area
 
     def __len__(self) -> int:
         return len(self.images)
@@ -105,9 +107,9 @@ class ViewedImages(Dataset):
             return item
         h, w = image.shape[-2:]
         if view_id > 0:
-            view = random_view(h, w, fixed_view_seed(view_id, index))
+            view = random_view(h, w, fixed_view_seed(view_id, index), self.crop_area)
         elif seed >= 0:
-            view = random_view(h, w, seed)
+            view = random_view(h, w, seed, self.crop_area)
         else:
             view = centre_box(h, w)
         for name, size in self.sizes.items():
@@ -172,11 +174,11 @@ def make_loader(dataset: Dataset, batch_sampler, workers: int = 0, pin_memory: b
 
 
 def split_batches(images: Images, sizes: dict[str, int], batch_size: int = 100, workers: int = 0, pin_memory: bool = False,
-                  view: int = 0):
+                  view: int = 0, crop_area: float = CROP_AREA):
     """Batches of a whole split, in order: its centre crops (`view` 0: evaluation, the held-out arrays, the teacher's
     cache), or fixed view `view` (1..) of every image (the teacher's cache of that view)."""
     keys = [[(i, view, -1) for i in range(start, min(start + batch_size, len(images)))] for start in range(0, len(images), batch_size)]
-    return make_loader(ViewedImages(images, sizes), batch_sampler=keys, workers=workers, pin_memory=pin_memory)
+    return make_loader(ViewedImages(images, sizes, crop_area), batch_sampler=keys, workers=workers, pin_memory=pin_memory)
 
 
 def arrays_at_sizes(images: Images, sizes: dict[str, int], workers: int = 0) -> dict[str, torch.Tensor]:
