@@ -40,7 +40,7 @@ from procedge.calibration import calibration_set, float_batches
 from procedge.export.onnx import export_onnx
 from procedge.runtime.onnxruntime import ort_runner
 from procedge.export.openvino import convert, nncf_quantizer
-from procedge.export.ort import quantize_qdq
+from procedge.export.qdq import quantize_qdq
 from procedge.models.deploy import Normalize
 from procedge.models.load import load_trained
 from procedge.models.teacher import EMBEDDED_TEACHER, create_teacher_model

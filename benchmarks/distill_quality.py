@@ -2,6 +2,7 @@
 
     python benchmarks/distill_quality.py                       # CPU mode (see CPU below): several hours on 2 cores, resumable
     python benchmarks/distill_quality.py --only priority       # the cells the bars read first (none, pseudo-label, proc-kd)
+    python benchmarks/distill_quality.py --only tabulate       # no new runs: the table of the finished ones
     python benchmarks/distill_quality.py --full                # full CIFAR-10 labels, for a GPU
     python benchmarks/distill_quality.py --assess              # also: teacher assessment ranking vs the students it gives
     python benchmarks/distill_quality.py --ablation            # ProC-KD ablation, validation split only
@@ -280,13 +281,13 @@ def strongest_others(bench: Bench, methods: tuple[str, ...]) -> dict[str, str]:
     return best
 
 
-def compare_methods(bench: Bench, methods: tuple[str, ...], only_priority: bool) -> dict:
-    """Run the plan's missing cells (all, or the priority ones), then tabulate every finished cell."""
+def compare_methods(bench: Bench, methods: tuple[str, ...], only: str | None) -> dict:
+    """Run the plan's missing cells (all; the priority ones; none with `only` "tabulate"), then tabulate every finished cell."""
     m = bench.mode
     cells = plan(m, methods, strongest_others(bench, methods))
-    for cell in cells[:PRIORITY] if only_priority else cells:
+    for cell in {"priority": cells[:PRIORITY], "tabulate": []}.get(only, cells):
         cell_rows(bench, cell, cached_only=False)
-        if not only_priority:
+        if only is None:
             cells = plan(m, methods, strongest_others(bench, methods))  # the strongest other method may change as runs finish
     merged: dict[tuple[str, int, str], list[dict]] = {}
     for cell in cells:  # a cell of more seeds includes the one-seed cell of the same method
@@ -383,15 +384,48 @@ def ablation(bench: Bench, variants: list[str], setting: str = "labelled") -> di
     return {"setting": setting, "none_val_accuracy": floor, "variants": rows}
 
 
+def probe_on_crops(bench: Bench, areas: tuple[float, ...] = (0.35, 0.6, 0.8, 1.0)) -> dict:
+    """The teacher probe (fitted on the labelled images' centre crops) on random training-style crops of the validation
+    images, by smallest crop area: how right the soft labels a student learns from are, at each crop setting."""
+    import torch
+
+    from procedge.data import load_task_data
+    from procedge.loader import ViewedImages, normalise
+    from procedge.models.teacher import FrozenTeacher, create_teacher_model
+    from procedge.probe import fit_linear_probe
+    from procedge.teacher_cache import teacher_outputs
+
+    config = bench.config("none", bench.mode.seeds[0], {})
+    tc, d = config.teacher, config.data
+    data = load_task_data(d.root, d.val_fraction, config.train.seed)
+    teacher = FrozenTeacher(create_teacher_model(tc.name, tc.weights), tc.stages).eval()
+    labels = data.train.labels
+    probe = fit_linear_probe(teacher_outputs(teacher, data.train, tc, "train").pooled.read(torch.arange(len(labels))), labels, 0)
+    scores = {}
+    for area in areas:
+        views, correct = ViewedImages(data.val, {"teacher": tc.input_size}, crop_area=area), 0
+        with torch.no_grad():
+            for start in range(0, len(data.val), 200):
+                index = range(start, min(start + 200, len(data.val)))
+                x = normalise(torch.stack([views[(i, 0, 1000 + i)]["teacher"] for i in index]), tc.mean, tc.std)
+                correct += int((probe(teacher(x).pooled.float()).argmax(1) == data.val.labels[start:start + len(index)]).sum())
+        scores[f"{area:g}"] = correct / len(data.val)
+        console.print(f"teacher probe on validation crops of {area:.0%}-100% of the image: {scores[f'{area:g}']:.2%}")
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full CIFAR-10 (45,000 train / 5,000 val), 30 epochs, 3 seeds: for a GPU")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to compare")
-    parser.add_argument("--only", choices=["priority"], help="run only the cells the bars read first, then tabulate every finished cell")
+    parser.add_argument("--only", choices=["priority", "tabulate"],
+                        help="run only the cells the bars read first (priority) or none (tabulate), then tabulate every finished cell")
     parser.add_argument("--assess", action="store_true", help="also rank the benchmark teachers and correlate with their students")
     parser.add_argument("--ablation", nargs="?", const="all", help="ProC-KD ablation on the validation split: 'all' or ';'-separated variant names")
     parser.add_argument("--ablation-setting", choices=SETTINGS, default="labelled", help="the setting the ablation runs in")
-    parser.add_argument("--skip-compare", action="store_true", help="only the assessment and/or the ablation")
+    parser.add_argument("--crop-probe", action="store_true", help="also score the teacher probe on training-style crops of the "
+                        "validation images, by smallest crop area (why small images get milder crops)")
+    parser.add_argument("--skip-compare", action="store_true", help="only the assessment, the ablation and/or the crop probe")
     parser.add_argument("--epochs", type=int, help="override the mode's epochs")
     parser.add_argument("--pool-epochs", type=int, help="override the mode's epochs of the `unlabelled` setting")
     parser.add_argument("--pool-batch-size", type=int, help="override the mode's batch size of the `unlabelled` setting")
@@ -425,9 +459,11 @@ def main() -> None:
     started = time.perf_counter()
     results: dict = {"mode": asdict(mode), "host": {"cpus": os.cpu_count()}}
     if not args.skip_compare:
-        comparison = compare_methods(bench, tuple(args.methods.split(",")), args.only == "priority")
+        comparison = compare_methods(bench, tuple(args.methods.split(",")), args.only)
         results["table"], results["teacher_probe_test"] = comparison["table"], comparison["teacher_probe_test"]
         results["comparison"] = comparison
+    if args.crop_probe:
+        results["crop_probe"] = probe_on_crops(bench)
     if args.assess:
         results["assessment"] = assess_vs_reality(bench)
     if args.ablation:

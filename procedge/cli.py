@@ -231,7 +231,7 @@ def export(run_dir, fmt, precision, calib_size, max_accuracy_drop):
     (with Q/DQ for int8) and a build script to finish on the device."""
     from procedge.export import export_run
 
-    export_run(run_dir, fmt, precision, calib_size, max_accuracy_drop)
+    export_run(run_dir, fmt, precision, calib_size=calib_size, max_accuracy_drop=max_accuracy_drop)
 
 
 @main.command()

@@ -26,6 +26,9 @@ def test_random_views_are_reproducible_and_the_networks_share_them():
     areas = [random_view(120, 160, s) for s in range(200)]
     assert all(0 <= v.top and v.top + v.height <= 120 and 0 <= v.left and v.left + v.width <= 160 for v in areas)
     assert 0.2 < sum(v.flip for v in areas) / len(areas) < 0.8 and len({(v.height, v.width) for v in areas}) > 50
+    share = [v.height * v.width / (120 * 160) for v in areas]
+    mild = [v.height * v.width / (120 * 160) for v in (random_view(120, 160, s, crop_area=0.8) for s in range(200))]
+    assert min(share) < 0.5 and min(mild) >= 0.75  # 35-100% of the image by default; 80-100% asked (or the centre square)
 
 
 def test_epoch_batches_share_draws_across_ranks_and_replay_after_a_restore():

@@ -38,7 +38,7 @@ class ToyCopy(ExportBackend):
     precisions = ("fp32",)
     suffix = ".onnx"
 
-    def build(self, run, precision, out_dir, calib_size=None, max_accuracy_drop=None):
+    def build(self, run, precision, out_dir, options):
         for variant in run.variants():
             shutil.copy(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx")
         return {"copied_from": "export/onnx/fp32"}

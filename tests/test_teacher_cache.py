@@ -77,6 +77,8 @@ def test_key_covers_pixels_input_size_normalisation_and_view(images):
     assert cache_key(config().model_copy(update={"mean": (0.485, 0.456, 0.406)}), images) != key
     assert cache_key(config().model_copy(update={"stages": ["blocks.6"]}), images) != key
     assert cache_key(config(), images, view=2) != key
+    assert cache_key(config(), images, view=2, crop_area=0.8) != cache_key(config(), images, view=2)  # a fixed view's crop
+    assert cache_key(config(), images, crop_area=0.8) == key  # the centre crop does not depend on it
     assert cache_key(config(), ImageSet(images.images, images.labels.flip(0))) == key  # labels do not change features
 
 

@@ -217,6 +217,7 @@ def test_schedule_is_chosen_from_the_data():
     assert (cifar_pool.batch_size, cifar_pool.lr, photos.batch_size) == (256, 4e-3, None)  # the pool recipe, only with a pool
     demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
     assert (demo.epochs, demo.teacher_views, demo.batch_size) == (12, 4, 256)
+    assert (photos.crop_area, cifar_pool.crop_area, mnist.crop_area) == (0.35, 0.8, 0.8)  # small images keep their object
 
 
 def test_user_photos_get_a_pretrained_student_with_a_fine_tuning_schedule(cifar_small):

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import ExportBackend, backend_registry
+from procedge.export.base import ExportBackend, ExportOptions, backend_registry
 from procedge.progress import progress_bar
 from procedge.run import RunDir
 from procedge.runtime import network_of
@@ -58,6 +58,7 @@ def check_static(model, name: str) -> None:
 class OnnxBackend(ExportBackend):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     runtime = "onnxruntime"
+    starts_from = None  # from the trained run
     suffix = ".onnx"
 
     def check_available(self) -> None:
@@ -68,8 +69,7 @@ class OnnxBackend(ExportBackend):
         except ImportError as exc:
             raise ProcedgeError("ONNX export needs PyTorch and onnxsim: pip install procedge (the full install)") from exc
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
-              max_accuracy_drop: float | None = None) -> dict:
+    def build(self, run: RunDir, precision: str, out_dir: Path, options: ExportOptions) -> dict:
         import torch
 
         from procedge.models.cost import measure_cost

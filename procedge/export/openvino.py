@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import ExportBackend, backend_registry
+from procedge.export.base import ExportBackend, ExportOptions, backend_registry
 from procedge.run import RunDir
 from procedge.runtime import network_of
 from procedge.runtime.onnxruntime import located_error
@@ -93,16 +94,24 @@ def _top1(compiled, items) -> tuple[float, list[float]]:
 
 
 @backend_registry.register("openvino")
+class OpenVinoOptions(ExportOptions):
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="accuracy-controlled INT8: keep layers in float until "
+                                            "top-1 (0-1, on training images outside the calibration set) drops by at most this much")
+
+
 class OpenVinoBackend(ExportBackend):
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     runtime = "openvino"
     suffix = ".xml"
-    accuracy_control = True
+    Options = OpenVinoOptions
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
-              max_accuracy_drop: float | None = None) -> dict:
+    def artifact_files(self, name: str) -> tuple[str, ...]:
+        return name, str(Path(name).with_suffix(".bin"))  # the IR's topology and its weights
+
+    def build(self, run: RunDir, precision: str, out_dir: Path, options: ExportOptions) -> dict:
         import openvino as ov
 
+        calib_size, max_accuracy_drop = options.calib_size, options.max_accuracy_drop
         extra, quantizers = {}, {v: None for v in run.variants()}
         if precision == "int8":
             try:

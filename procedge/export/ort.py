@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
-from procedge.export.base import ExportBackend, backend_registry
+from procedge.export.base import ExportBackend, ExportOptions, backend_registry
+from procedge.export.qdq import quantize_qdq
 from procedge.run import RunDir
 from procedge.runtime import network_of
 
@@ -19,12 +18,11 @@ class OrtBackend(ExportBackend):
     runtime = "onnxruntime"
     suffix = ".onnx"
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
-              max_accuracy_drop: float | None = None) -> dict:
+    def build(self, run: RunDir, precision: str, out_dir: Path, options: ExportOptions) -> dict:
         import onnxruntime as ort
 
         if precision == "int8":
-            return self._quantize(run, out_dir, calib_size)
+            return self._quantize(run, out_dir, options.calib_size)
 
         # Extended (not "all") optimisations: the saved graph stays portable across CPUs; layout
         # transforms specific to this machine's ISA are applied again at load time on the device.
@@ -44,34 +42,3 @@ class OrtBackend(ExportBackend):
             quantize_qdq(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(images))
         return {"calibration_images": int(len(calibration["labels"])),
                 "quantization": "static QDQ, per-channel int8 weights, uint8 activations, min-max calibration"}
-
-
-def quantize_qdq(onnx_path: Path, out_path: Path, calibration: list[np.ndarray], symmetric: bool = False) -> None:
-    """Static INT8 in QDQ form with per-channel int8 weights, min-max calibrated. Activations are uint8
-    (ONNX Runtime's fast CPU path) or, with `symmetric`, int8 with zero points 0: TensorRT's form, in
-    which the first convolution and the classifier stay in float (int8 there cost the Lite0 teacher
-    1.4 points of the 2.7 it lost on MNIST held-out)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._feeds = iter({"input": x} for x in calibration)
-
-        def get_next(self):
-            return next(self._feeds, None)
-
-    prepared = out_path.with_name(f".{out_path.stem}.prepared.onnx")
-    try:
-        quant_pre_process(str(onnx_path), str(prepared))
-        keep_float = []
-        if symmetric:
-            nodes = onnx.load(str(prepared)).graph.node
-            keep_float = [next(n.name for n in nodes if n.op_type == "Conv")] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
-        quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {})
-    finally:
-        prepared.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 
 from procedge.errors import ProcedgeError
-from procedge.export.base import ExportBackend, backend_registry
+from procedge.export.base import ExportBackend, ExportOptions, backend_registry
 from procedge.io import atomic_dir, cache_dir, write_json
 from procedge.metadata import stamp_exports
 from procedge.progress import info
@@ -95,11 +95,10 @@ class TensorRtBackend(ExportBackend):
         directory = run.format_dir(self.name, precision)
         return directory if all((directory / f"{v}.onnx").exists() for v in run.variants()) else None
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, calib_size: int | None = None,
-              max_accuracy_drop: float | None = None) -> dict:
+    def build(self, run: RunDir, precision: str, out_dir: Path, options: ExportOptions) -> dict:
         import tensorrt as trt
 
-        sources = self._write_onnx(run, precision, out_dir, calib_size)
+        sources = self._write_onnx(run, precision, out_dir, options.calib_size)
         stamp = build_stamp()
         cache = timing_cache_path(stamp)
         for variant in run.variants():
@@ -110,15 +109,16 @@ class TensorRtBackend(ExportBackend):
             "workspace_bytes": WORKSPACE_BYTES, "flags": [f for f, on in (("FP16", precision != "fp32"), ("INT8", precision == "int8")) if on],
             "explicit_batch": int(trt.__version__.split(".")[0]) < 10}}
 
-    def write_device_kit(self, run: RunDir, precision: str, calib_size: int | None, reason: str) -> Path:
+    def write_device_kit(self, run: RunDir, precision: str, options: ExportOptions, reason: str) -> Path:
         """No TensorRT or GPU here: write what the device needs to build the engines, and say what to run there."""
         target = run.format_dir(self.name, precision)
         with atomic_dir(target) as tmp:
-            sources = self._write_onnx(run, precision, tmp, calib_size, reuse_prepared=False)
+            sources = self._write_onnx(run, precision, tmp, options.calib_size, reuse_prepared=False)
             script = _write_build_script(tmp, precision, run.variants())
             metadata = stamp_exports(run, tmp, {v: f"{v}.onnx" for v in run.variants()})
             command = f"procedge export --run {run.path} --format trt --precision {precision}"
             kit = Manifest(format=self.name, runtime=self.runtime, precision=precision, status="device kit", reason=reason,
+                           options=options.model_dump(mode="json"),
                            on_device=command, or_with_trtexec=f"bash {target / script}", **sources,
                            files={v: {"file": f"{v}.onnx", "metadata": metadata[v]} for v in run.variants()})
             write_json(tmp / DEVICE_KIT, kit.model_dump(mode="json"))
@@ -149,7 +149,7 @@ def _quantize_for_tensorrt(run: RunDir, fp32: Path, out_dir: Path, calib_size: i
     Each quantized graph is checked on the held-out split in ONNX Runtime (CPU), which runs the same Q/DQ
     arithmetic; the TensorRT engine's own accuracy is measured by `procedge bench` on the device."""
     from procedge.calibration import calibration_set, float_batches
-    from procedge.export.ort import quantize_qdq
+    from procedge.export.qdq import quantize_qdq
 
     calibration = calibration_set(run, calib_size)
     heldout = run.load_heldout()

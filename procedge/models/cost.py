@@ -44,39 +44,42 @@ class ModelCost:
 
 
 def measure_cost(model: nn.Module, input_size: int) -> ModelCost:
-    """Trace one batch-1 forward pass: FLOPs of convolutions and linear layers, memory traffic and one
-    dispatch for every other leaf op that does not fuse (activations such as SiLU, gates, pools)."""
+    """Trace one batch-1 forward pass: the FLOPs of each layer (torch's FlopCounterMode), its memory traffic, and one
+    dispatch for every other leaf op that does not fuse (activations such as SiLU, gates, pools). FLOPs of ops outside
+    any leaf module (e.g. an attention block's matmuls) count as one more layer."""
     import torch
     from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
 
     # Folded into the preceding convolution by every runtime procedge targets: no cost of their own.
     fused = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Flatten)
-    layers: list[LayerCost] = []
+    moved: dict[str, float] = {}
 
     def hook(name):
         def record(module, inputs, output):
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-            if not isinstance(output, torch.Tensor):
-                return
-            moved = float(output.numel() + (x.numel() if x is not None else 0))
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                weight = module.weight
-                per_output = weight[0].numel()
-                layers.append(LayerCost(name, 2.0 * output.numel() * per_output, moved + weight.numel()))
-            else:
-                layers.append(LayerCost(name, 0.0, moved))
+            if isinstance(output, torch.Tensor):
+                weight = module.weight.numel() if isinstance(module, (nn.Conv2d, nn.Linear)) else 0
+                moved[name] = float(output.numel() + (x.numel() if x is not None else 0) + weight)
 
         return record
 
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children()) and not isinstance(m, fused)]
     handles = [m.register_forward_hook(hook(n)) for n, m in leaves]
     was_training = model.training
+    counter = FlopCounterMode(display=False)
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), counter:
             model(torch.zeros(1, 3, input_size, input_size))
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    counts = {name: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+    layers = [LayerCost(name, counts.get(f"{root}.{name}", 0.0), moved[name]) for name, _ in leaves if name in moved]
+    outside = counts.get("Global", 0.0) - sum(layer.flops for layer in layers)
+    if outside > 0.5:
+        layers.append(LayerCost("(ops outside leaf modules)", outside, 0.0))
     return ModelCost(tuple(layers))

@@ -92,7 +92,7 @@ def test_sinkhorn_codes_balance_a_collapsed_assignment():
 def test_teacher_path_leaves_deploy_bn_statistics_alone(mnist_batch, teacher):
     images, labels = mnist_batch
     method = create_method("proc-kd", {"dim": 32, "num_prototypes": 8}, FeatureDims([112, 320], 1280, 1000, 32, 10))
-    bn = method.tafa.mlp[1]
+    bn = method.tafa.mlp.norm
     before = bn.running_mean.clone()
     t_out = teacher(to_model_input(images, 64, (0.5,) * 3, (0.5,) * 3))
     method.plm.train()

@@ -14,7 +14,7 @@ def _trained_looking_method():
     """ProC-KD parts with non-trivial BN statistics and prototypes, as after training."""
     torch.manual_seed(0)
     method = create_method("proc-kd", {"dim": 64, "num_prototypes": 24}, FeatureDims([112, 320], 1280, 1000, 512, 10))
-    bn = method.tafa.mlp[1]
+    bn = method.tafa.mlp.norm
     bn.running_mean.uniform_(-0.5, 0.5)
     bn.running_var.uniform_(0.5, 2.0)
     bn.weight.data.uniform_(0.5, 1.5)
@@ -43,3 +43,14 @@ def test_folded_head_exports_to_static_ops_only(tmp_path):
     assert all(d.HasField("dim_value") for d in inputs[0].type.tensor_type.shape.dim)
     ops = {n.op_type for n in graph.node}
     assert {"Conv", "Softmax", "Relu", "Add", "GlobalAveragePool", "Gemm"} <= ops <= ALLOWED_HEAD_OPS
+
+
+def test_a_checkpoint_with_positional_mlp_keys_still_loads():
+    """Runs saved before the augmentation's MLP layers had names (mlp.0 ... mlp.3) load into the named layers."""
+    method = _trained_looking_method()
+    state = {k.replace("mlp.mix.", "mlp.0.").replace("mlp.norm.", "mlp.1.").replace("mlp.out.", "mlp.3."): v
+             for k, v in method.state_dict().items()}
+    assert "tafa.mlp.1.running_var" in state
+    fresh = create_method("proc-kd", {"dim": 64, "num_prototypes": 24}, FeatureDims([112, 320], 1280, 1000, 512, 10))
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.tafa.mlp.norm.running_var, method.tafa.mlp.norm.running_var)

@@ -1,7 +1,8 @@
 import pytest
 import timm
+import torch
 
-from procedge.models.cost import measure_cost
+from procedge.models.cost import LayerCost, measure_cost
 from procedge.models.student import size_student
 from procedge.targets import resolve_target
 
@@ -9,6 +10,25 @@ from procedge.targets import resolve_target
 def test_cost_counts_resnet18_flops():
     cost = measure_cost(timm.create_model("resnet18", pretrained=False), 224)
     assert cost.flops / 1e9 == pytest.approx(3.64, rel=0.02)  # 1.82 GMACs
+    per_layer = {layer.name: layer.flops for layer in cost.layers}
+    assert per_layer["conv1"] == 2 * 64 * 112 * 112 * 3 * 7 * 7 and per_layer["fc"] == 2 * 512 * 1000  # by module name
+
+
+def test_cost_counts_matmuls_outside_leaf_modules():
+    """Products written in a module's forward (as in attention: q @ k^T) belong to no leaf layer: counted all the same."""
+
+    class Gram(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            tokens = self.embed(x).flatten(2)  # (1, 8, HW)
+            return tokens.transpose(1, 2) @ tokens  # (1, HW, HW): 2 * HW * HW * 8 FLOPs
+
+    cost = measure_cost(Gram(), 16)
+    assert cost.layers[-1] == LayerCost("(ops outside leaf modules)", 2 * 256 * 256 * 8, 0.0)
+    assert cost.flops == 2 * 256 * 3 * 8 + 2 * 256 * 256 * 8
 
 
 def test_prediction_scales_with_hardware():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,11 +13,21 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 class TaskAdaptiveAugmentation(nn.Module):
     """TAFA: Z = ReLU(MLP([E(X); C'^T A]) + X) with A = softmax_K(C' E(X) / tau), C' = E(C)."""
 
+    MLP_LAYERS = ("mix", "norm", "act", "out")  # checkpoints before the layers had names index them 0-3
+
     def __init__(self, dim: int, temperature: float):
         super().__init__()
         self.encoder = nn.Conv2d(dim, dim, 1)
-        self.mlp = nn.Sequential(nn.Conv2d(2 * dim, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+        self.mlp = nn.Sequential(OrderedDict(zip(self.MLP_LAYERS, (
+            nn.Conv2d(2 * dim, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(), nn.Conv2d(dim, dim, 1)))))
         self.temperature = temperature
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for index, name in enumerate(self.MLP_LAYERS):  # an older checkpoint's positional keys
+            old = f"{prefix}mlp.{index}."
+            for key in [k for k in state_dict if k.startswith(old)]:
+                state_dict[f"{prefix}mlp.{name}.{key[len(old):]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def encode_prototypes(self, prototypes: torch.Tensor) -> torch.Tensor:
         return F.linear(prototypes, self.encoder.weight.flatten(1), self.encoder.bias)  # (K, D)
@@ -61,7 +73,7 @@ def fold_tafa(tafa: TaskAdaptiveAugmentation, prototypes: torch.Tensor) -> Folde
     w_e = tafa.encoder.weight.flatten(1).double()
     b_e = tafa.encoder.bias.double()
     protos = prototypes.double() @ w_e.T + b_e  # C' (K, D)
-    mix, norm, out = tafa.mlp[0], tafa.mlp[1], tafa.mlp[3]  # conv, BatchNorm, (ReLU), conv
+    mix, norm, out = tafa.mlp.mix, tafa.mlp.norm, tafa.mlp.out
     dim = w_e.shape[0]
     w1, b1 = fuse_conv_bn_weights(mix.weight.double(), None, norm.running_mean.double(), norm.running_var.double(), norm.eps,
                                   norm.weight.double(), norm.bias.double())
