@@ -93,12 +93,12 @@ def _top1(compiled, items) -> tuple[float, list[float]]:
     return float(np.mean(hits)), hits
 
 
-@backend_registry.register("openvino")
 class OpenVinoOptions(ExportOptions):
     max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="accuracy-controlled INT8: keep layers in float until "
                                             "top-1 (0-1, on training images outside the calibration set) drops by at most this much")
 
 
+@backend_registry.register("openvino")
 class OpenVinoBackend(ExportBackend):
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     runtime = "openvino"

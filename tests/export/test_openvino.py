@@ -43,8 +43,10 @@ def test_missing_runtime_says_what_to_install(tmp_path, monkeypatch):
 def test_accuracy_controlled_int8_stays_within_the_drop(trained_run, tmp_path):
     run = RunDir(shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("export", "calibration")))
     target = export_run(run.path, "openvino", "int8", calib_size=100, max_accuracy_drop=0.01)
-    control = json.loads((target / "manifest.json").read_text())["accuracy_control"]
+    manifest = json.loads((target / "manifest.json").read_text())
+    control = manifest["accuracy_control"]
     assert control["max_drop"] == 0.01 and control["validation_images"] == 300
+    assert manifest["options"] == {"calib_size": 100, "max_accuracy_drop": 0.01}  # the typed options it was built with
     for variant in ("student", "teacher"):
         record = control[variant]
         assert record["validation_top1_int8"] >= record["validation_top1_fp32"] - 0.01 - 1e-9, (variant, record)
