@@ -37,7 +37,7 @@ os.environ.setdefault("PROCEDGE_QUIET", "1")
 
 from procedge.config import RunConfig  # noqa: E402
 from procedge.data import ImageFiles, load_split  # noqa: E402
-from procedge.distill import distill, resolve_config  # noqa: E402
+from procedge.distill import SMALL_IMAGE_CROP_AREA, distill, resolve_config  # noqa: E402
 from procedge.io import read_json, write_json  # noqa: E402
 from procedge.models.load import load_trained  # noqa: E402
 from procedge.run import RunDir  # noqa: E402
@@ -65,7 +65,7 @@ class Mode:
     unlabeled: int = 10_000  # the pool of the `unlabelled` setting (CIFAR-10 training images, labels unused)
     pool_epochs: int = 20  # epochs over labelled + pool (11,000 images an epoch at 100 labels a class)
     pool_views: int = 2  # cached teacher views of every image in the `unlabelled` setting
-    crop_area: float = 0.8  # smallest training crop (area share): the default for images under 112 px (see distill.py)
+    crop_area: float = SMALL_IMAGE_CROP_AREA  # smallest training crop (area share): procedge's default for images under 112 px
     pool_batch_size: int = 256  # batch and peak learning rate of the `unlabelled` setting (10 epochs at 64 and 2e-3: +0.6 pt
     pool_lr: float = 4e-3  # on val for pseudo-label; 20 epochs at 256 and 4e-3: +7.3 pt, and 1.8x the images/s on 2 cores)
     curve: tuple[int, ...] = (25, 100, 500)  # labels a class of the learning curve (none vs proc-kd, with the pool)

@@ -44,7 +44,7 @@ from procedge.models.teacher import (
     default_stages,
 )
 from procedge.plots import training_curves_png
-from procedge.loader import arrays_at_sizes, default_workers, normalise
+from procedge.loader import CROP_AREA, arrays_at_sizes, default_workers, normalise
 from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
@@ -94,7 +94,7 @@ class Schedule:
         views = 8 if images <= 1000 else 4 if images <= 5000 else 0  # consistent teaching where the data is small
         small = embedded or bool(image_side and image_side < SMALL_IMAGE_SIDE)
         size = EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size
-        crop_area = SMALL_IMAGE_CROP_AREA if small else DataConfig.model_fields["crop_area"].default
+        crop_area = SMALL_IMAGE_CROP_AREA if small else CROP_AREA
         return cls(epochs, views, size, images, crop_area, *((POOL_BATCH_SIZE, POOL_LR) if pool else (None, None)))
 
     def fine_tuning(self) -> "Schedule":

@@ -108,7 +108,7 @@ class OpenVinoBackend(ExportBackend):
     def artifact_files(self, name: str) -> tuple[str, ...]:
         return name, str(Path(name).with_suffix(".bin"))  # the IR's topology and its weights
 
-    def build(self, run: RunDir, precision: str, out_dir: Path, options: ExportOptions) -> dict:
+    def build(self, run: RunDir, precision: str, out_dir: Path, options: OpenVinoOptions) -> dict:
         import openvino as ov
 
         calib_size, max_accuracy_drop = options.calib_size, options.max_accuracy_drop

@@ -53,14 +53,14 @@ def measure_cost(model: nn.Module, input_size: int) -> ModelCost:
 
     # Folded into the preceding convolution by every runtime procedge targets: no cost of their own.
     fused = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Flatten)
-    moved: dict[str, float] = {}
+    moved: dict[str, list[float]] = {}  # per leaf, the elements each of its calls moves (a module may run more than once)
 
     def hook(name):
         def record(module, inputs, output):
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             if isinstance(output, torch.Tensor):
                 weight = module.weight.numel() if isinstance(module, (nn.Conv2d, nn.Linear)) else 0
-                moved[name] = float(output.numel() + (x.numel() if x is not None else 0) + weight)
+                moved.setdefault(name, []).append(float(output.numel() + (x.numel() if x is not None else 0) + weight))
 
         return record
 
@@ -78,7 +78,8 @@ def measure_cost(model: nn.Module, input_size: int) -> ModelCost:
             handle.remove()
     counts = {name: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
     root = type(model).__name__
-    layers = [LayerCost(name, counts.get(f"{root}.{name}", 0.0), moved[name]) for name, _ in leaves if name in moved]
+    layers = [LayerCost(name, counts.get(f"{root}.{name}", 0.0) / len(moved[name]), elements)
+              for name, _ in leaves if name in moved for elements in moved[name]]
     outside = counts.get("Global", 0.0) - sum(layer.flops for layer in layers)
     if outside > 0.5:
         layers.append(LayerCost("(ops outside leaf modules)", outside, 0.0))
