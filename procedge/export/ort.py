@@ -41,4 +41,4 @@ class OrtBackend(ExportBackend):
             images = calibration[network_of(variant)]
             quantize_qdq(run.format_dir("onnx", "fp32") / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(images))
         return {"calibration_images": int(len(calibration["labels"])),
-                "quantization": "static QDQ, per-channel int8 weights, uint8 activations, min-max calibration"}
+                "quantization": "static QDQ, per-channel 7-bit int8 weights, uint8 activations, min-max calibration"}
