@@ -86,7 +86,8 @@ CPU = Mode("cpu", train_per_class=100, val_per_class=100, student="resnet18", st
 FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18", student_size=32, teacher_size=160, epochs=30,
             seeds=(0, 1, 2), batch_size=128, unlabeled=0, pool_epochs=30, curve=())
 
-# ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation.
+# ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
+# shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -100,6 +101,7 @@ ABLATION = {
     "K=16": {"num_prototypes": 16},
     "+logits": {"w_logits": 1.0},
     "stages=last": {"@stages": -1},
+    "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
 }
 
 
@@ -371,9 +373,10 @@ def ablation(bench: Bench, variants: list[str], setting: str = "labelled") -> di
     floor = bench.run(f"none-s{seed}", bench.config("none", seed, {}), test=False, runs=bench.runs_dir("labelled", n))["val_accuracy"]
     rows = {}
     for name in variants:
-        options = ABLATION[name]
-        label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '')}-s{seed}"
-        rows[name] = bench.run(label, bench.config("proc-kd", seed, options, setting=setting), test=False,
+        options = dict(ABLATION[name])
+        method = options.pop("@method", "proc-kd")
+        label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '').replace(',', '')}-s{seed}"
+        rows[name] = bench.run(label, bench.config(method, seed, options, setting=setting), test=False,
                                runs=bench.runs_dir(setting, n))["val_accuracy"]
     table = Table(title=f"ProC-KD ablation ({setting}), validation split, seed {seed} (none: {floor:.2%})")
     for column in ("variant", "val acc", "vs default", "vs none"):
@@ -430,6 +433,8 @@ def main() -> None:
     parser.add_argument("--pool-epochs", type=int, help="override the mode's epochs of the `unlabelled` setting")
     parser.add_argument("--pool-batch-size", type=int, help="override the mode's batch size of the `unlabelled` setting")
     parser.add_argument("--pool-lr", type=float, help="override the mode's peak learning rate of the `unlabelled` setting")
+    parser.add_argument("--pool-views", type=int, help="override the mode's cached teacher views of the `unlabelled` setting (0: "
+                        "the teacher's centre-crop outputs, matched to fresh random crops)")
     parser.add_argument("--train-per-class", type=int, help="override the mode's labelled training images per class")
     parser.add_argument("--seeds", help="override the mode's seeds, e.g. 0,1")
     parser.add_argument("--teacher-views", type=int, help="override the mode's cached teacher views (0: teacher on unaugmented images)")
@@ -449,6 +454,8 @@ def main() -> None:
         mode = replace(mode, pool_lr=args.pool_lr)
     if args.teacher_views is not None:
         mode = replace(mode, teacher_views=args.teacher_views)
+    if args.pool_views is not None:
+        mode = replace(mode, pool_views=args.pool_views)
     if args.train_per_class:
         mode = replace(mode, train_per_class=args.train_per_class)
     if args.seeds:
