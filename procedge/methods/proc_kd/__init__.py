@@ -26,6 +26,13 @@ What procedge changed after the first benchmark, where the teacher path memorise
 Loss: `w_s L_s + w_a L_a` (labelled images only) `+ w_t L_t + w_kl L_kl + w_loc L_loc + w_bal L_bal +
 w_feat L_feat + w_emb L_emb + w_soft L_soft` (every image). The deploy graph is the student backbone,
 phi_s, the TAFA with its prototypes folded into 1x1 convs (`augmentation.fold_tafa`), pool and the head.
+
+What it is worth, measured (CIFAR-10, 100 labels a class + 10,000 unlabelled, resnet18 at 32 px, one seed,
+validation split): 61.5% against 60.3% for the plain student with the same `emb` and `soft` terms and 60.9%
+for pseudo-labelling. Most of the gain over the student alone (49.4%) comes from the soft labels on the
+pool; the prototype path's own share is within seed noise. Its prototype terms cannot simply be switched
+off (53.0%): the deployed path runs through TAFA's attention over the prototypes, and untrained
+assignments make it worse than none.
 """
 
 from __future__ import annotations
