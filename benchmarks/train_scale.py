@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from distill_quality import DEFAULT_ARCHIVE, extract_cifar, make_subset  # noqa: E402
 
+from procedge.distill import SMALL_IMAGE_CROP_AREA  # noqa: E402
+
 console = Console(width=160)
 VAL_PER_CLASS = 100
 
@@ -60,7 +62,7 @@ def distill_at_scale(cifar: Path, work: Path, count: int, args) -> dict:
     env = {**os.environ, "PROCEDGE_CACHE_DIR": str(cache), "PROCEDGE_QUIET": "1"}
     command = [str(Path(sys.executable).parent / "procedge"), "distill", "--target", "intel-cpu", "--data", str(data),
                "--student", args.student, "--student-size", str(args.student_size), "--teacher-size", str(args.teacher_size),
-               "--epochs", "1", "--teacher-views", "0", "--augment", "--method", "pseudo-label", "--batch-size", str(args.batch_size),
+               "--epochs", "1", "--teacher-views", "0", "--augment", "--crop-area", str(args.crop_area), "--method", "pseudo-label", "--batch-size", str(args.batch_size),
                "--out", str(out), "--overwrite"] + (["--workers", str(args.workers)] if args.workers is not None else [])
     console.print(f"distill on {count} images (teacher {args.teacher_size} px) ...")
     rss_mb, seconds, _ = peak_rss_run(command, env)
@@ -106,10 +108,10 @@ def plain_loop_rate(data: Path, args) -> float:
     from torchvision import datasets
     from torchvision.transforms import v2
 
-    from procedge.loader import SCALE, default_workers
+    from procedge.loader import default_workers
 
     cfg = timm.create_model(args.student, pretrained=False).pretrained_cfg
-    transform = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(args.student_size, scale=SCALE, antialias=True),
+    transform = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(args.student_size, scale=(args.crop_area, 1.0), antialias=True),
                             v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg["mean"], cfg["std"])])
     dataset = datasets.ImageFolder(str(data / "train"), transform=transform)
     workers = default_workers() if args.workers is None else args.workers
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--student", default="resnet18")
     parser.add_argument("--student-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--crop-area", type=float, default=SMALL_IMAGE_CROP_AREA,
+                        help="smallest training crop, for procedge and the plain loop (procedge's default for CIFAR's 32 px images)")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: procedge's)")
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "train_scale")
