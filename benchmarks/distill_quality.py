@@ -375,7 +375,7 @@ def ablation(bench: Bench, variants: list[str], setting: str = "labelled") -> di
     for name in variants:
         options = dict(ABLATION[name])
         method = options.pop("@method", "proc-kd")
-        label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '').replace(',', '')}-s{seed}"
+        label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '')}-s{seed}"
         rows[name] = bench.run(label, bench.config(method, seed, options, setting=setting), test=False,
                                runs=bench.runs_dir(setting, n))["val_accuracy"]
     table = Table(title=f"ProC-KD ablation ({setting}), validation split, seed {seed} (none: {floor:.2%})")

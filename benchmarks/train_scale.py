@@ -62,8 +62,8 @@ def distill_at_scale(cifar: Path, work: Path, count: int, args) -> dict:
     env = {**os.environ, "PROCEDGE_CACHE_DIR": str(cache), "PROCEDGE_QUIET": "1"}
     command = [str(Path(sys.executable).parent / "procedge"), "distill", "--target", "intel-cpu", "--data", str(data),
                "--student", args.student, "--student-size", str(args.student_size), "--teacher-size", str(args.teacher_size),
-               "--epochs", "1", "--teacher-views", "0", "--augment", "--crop-area", str(args.crop_area), "--method", "pseudo-label", "--batch-size", str(args.batch_size),
-               "--out", str(out), "--overwrite"] + (["--workers", str(args.workers)] if args.workers is not None else [])
+               "--epochs", "1", "--teacher-views", "0", "--augment", "--crop-area", str(args.crop_area), "--method", "pseudo-label",
+               "--batch-size", str(args.batch_size), "--out", str(out), "--overwrite"] + (["--workers", str(args.workers)] if args.workers is not None else [])
     console.print(f"distill on {count} images (teacher {args.teacher_size} px) ...")
     rss_mb, seconds, _ = peak_rss_run(command, env)
     metrics = json.loads((out / "metrics.json").read_text())
