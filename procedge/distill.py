@@ -322,7 +322,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         _save_heldout(run, data, config, workers)
 
     teacher_model = create_teacher_model(config.teacher.name, config.teacher.weights)
-    teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device)
+    teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device, memory_format=torch.channels_last)
     backbone, method = build_student(config, teacher_model, len(data.classes), initial_weights=not resume)
     if not main:  # rank 0 computes (or reads) the teacher's features and stores them; the others read them
         distributed.barrier()
