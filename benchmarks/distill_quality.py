@@ -39,6 +39,7 @@ from procedge.config import RunConfig  # noqa: E402
 from procedge.data import ImageFiles, load_split  # noqa: E402
 from procedge.distill import SMALL_IMAGE_CROP_AREA, distill, resolve_config  # noqa: E402
 from procedge.io import read_json, write_json  # noqa: E402
+from procedge.metrics import top1  # noqa: E402
 from procedge.models.load import load_trained  # noqa: E402
 from procedge.run import RunDir  # noqa: E402
 from procedge.train import evaluate  # noqa: E402
@@ -87,7 +88,8 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
             seeds=(0, 1, 2), batch_size=128, unlabeled=0, pool_epochs=30, curve=())
 
 # ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
-# shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd).
+# shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
+# (`@epochs_factor`: times the setting's epochs).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -102,6 +104,7 @@ ABLATION = {
     "+logits": {"w_logits": 1.0},
     "stages=last": {"@stages": -1},
     "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
+    "2x epochs": {"@epochs_factor": 2},  # the schedule: the student ends its default run underfitting the soft labels
 }
 
 
@@ -178,9 +181,10 @@ class Bench:
         m = self.mode
         options = dict(options)
         stages = options.pop("@stages", None)
+        epochs_factor = options.pop("@epochs_factor", 1)
         pooled = setting == "unlabelled"
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
-                                   student=m.student, method=method, epochs=m.pool_epochs if pooled else m.epochs, seed=seed,
+                                   student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
                                    teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
                                    teacher_views=m.pool_views if pooled else m.teacher_views, crop_area=m.crop_area,
                                    unlabeled=self.pool if pooled else None)
@@ -406,13 +410,16 @@ def probe_on_crops(bench: Bench, areas: tuple[float, ...] = (0.35, 0.6, 0.8, 1.0
     probe = fit_linear_probe(teacher_outputs(teacher, data.train, tc, "train").pooled.read(torch.arange(len(labels))), labels, 0)
     scores = {}
     for area in areas:
-        views, correct = ViewedImages(data.val, {"teacher": tc.input_size}, crop_area=area), 0
-        with torch.no_grad():
+        views = ViewedImages(data.val, {"teacher": tc.input_size}, crop_area=area)
+
+        def batches():
             for start in range(0, len(data.val), 200):
                 index = range(start, min(start + 200, len(data.val)))
                 x = normalise(torch.stack([views[(i, 0, 1000 + i)]["teacher"] for i in index]), tc.mean, tc.std)
-                correct += int((probe(teacher(x).pooled.float()).argmax(1) == data.val.labels[start:start + len(index)]).sum())
-        scores[f"{area:g}"] = correct / len(data.val)
+                yield probe(teacher(x).pooled.float()), data.val.labels[start:index.stop]
+
+        with torch.no_grad():
+            scores[f"{area:g}"] = top1(batches())
         console.print(f"teacher probe on validation crops of {area:.0%}-100% of the image: {scores[f'{area:g}']:.2%}")
     return scores
 

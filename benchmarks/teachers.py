@@ -26,6 +26,7 @@ from torch import nn
 
 from procedge.data import load_embedded_mnist, to_model_input
 from procedge.io import atomic_path, read_json, write_json
+from procedge.metrics import top1
 from procedge.models.teacher import EMBEDDED_MEAN_STD, EMBEDDED_TEACHER, create_teacher_model
 from procedge.progress import info, progress_bar
 
@@ -71,9 +72,7 @@ def _build_random(path: Path, recipe: dict) -> None:
 @torch.no_grad()
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, size: int, mean, std) -> float:
     model.eval()
-    correct = sum((model(to_model_input(images[i:i + 200], size, mean, std)).argmax(1) == labels[i:i + 200]).sum().item()
-                  for i in range(0, len(labels), 200))
-    return correct / len(labels)
+    return top1((model(to_model_input(images[i:i + 200], size, mean, std)), labels[i:i + 200]) for i in range(0, len(labels), 200))
 
 
 def _build_finetuned(path: Path, recipe: dict) -> None:

@@ -45,6 +45,7 @@ from procedge.models.teacher import (
 )
 from procedge.plots import training_curves_png
 from procedge.loader import CROP_AREA, arrays_at_sizes, default_workers, normalise
+from procedge.metrics import top1
 from procedge.probe import fit_linear_probe, probe_task_logits
 from procedge.progress import info
 from procedge.run import RunDir
@@ -393,11 +394,8 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
 
 
 def _probe_accuracy(probe: nn.Linear, cache_val, labels: torch.Tensor) -> float:
-    correct, start = 0, 0
-    for chunk in cache_val.pooled.chunks():
-        correct += (probe(chunk.float()).argmax(1) == labels[start:start + len(chunk)]).sum().item()
-        start += len(chunk)
-    return correct / len(labels)
+    rows = 4096
+    return top1((probe(chunk.float()), chunk_labels) for chunk, chunk_labels in zip(cache_val.pooled.chunks(rows), labels.split(rows)))
 
 
 def _save_heldout(run: RunDir, data: TaskData, config: RunConfig, workers: int) -> None:

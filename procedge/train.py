@@ -25,6 +25,7 @@ from procedge.data import Images
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_path
 from procedge.loader import EpochBatches, ViewedImages, default_workers, make_loader, normalise, split_batches
+from procedge.metrics import top1
 from procedge.methods import DistillMethod
 from procedge.models.deploy import StudentNet
 from procedge.models.load import Distiller
@@ -61,12 +62,8 @@ def evaluate(net: nn.Module, images: Images, size: int, batch_size: int = 200, w
     """Top-1 accuracy of a [0, 1]-input network on a split (centre crops; unreadable images count as wrong)."""
     net.eval()
     device = next(net.parameters()).device
-    correct = 0
-    for batch in split_batches(images, {"student": size}, batch_size, workers):
-        x = batch["student"].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
-        predicted = net(x).argmax(1).cpu()
-        correct += ((predicted == batch["label"]) & batch["ok"]).sum().item()
-    return correct / len(images)
+    return top1((net(batch["student"].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)).cpu(),
+                 batch["label"].where(batch["ok"], -1)) for batch in split_batches(images, {"student": size}, batch_size, workers))
 
 
 def _diverged(what: str, epoch: int, run: RunDir, weight_hint: str) -> ProcedgeError:

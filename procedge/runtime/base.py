@@ -13,6 +13,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from procedge.errors import ProcedgeError
+from procedge.metrics import top1
 from procedge.registry import Registry
 from procedge.targets import Runtime
 
@@ -52,8 +53,5 @@ def network_of(variant: str) -> str:
 
 def accuracy(run, images: np.ndarray, labels: np.ndarray, batch_size: int = 1) -> float:
     """Top-1 on uint8 images; exported graphs have a static batch of 1, eager PyTorch takes any batch."""
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].astype(np.float32) / 255.0
-        correct += int((run(x).argmax(1) == labels[start:start + batch_size]).sum())
-    return correct / len(images)
+    return top1((run(images[start:start + batch_size].astype(np.float32) / 255.0), labels[start:start + batch_size])
+                for start in range(0, len(images), batch_size))
