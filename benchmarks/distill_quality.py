@@ -2,6 +2,7 @@
 
     python benchmarks/distill_quality.py                       # CPU mode (see CPU below): several hours on 2 cores, resumable
     python benchmarks/distill_quality.py --only priority       # the cells the bars read first (none, pseudo-label, proc-kd)
+    python benchmarks/distill_quality.py --only seeds --settings labelled   # none and proc-kd, every seed, labelled-only
     python benchmarks/distill_quality.py --only tabulate       # no new runs: the table of the finished ones
     python benchmarks/distill_quality.py --full                # full CIFAR-10 labels, for a GPU
     python benchmarks/distill_quality.py --assess              # also: teacher assessment ranking vs the students it gives
@@ -287,11 +288,13 @@ def strongest_others(bench: Bench, methods: tuple[str, ...]) -> dict[str, str]:
     return best
 
 
-def compare_methods(bench: Bench, methods: tuple[str, ...], only: str | None) -> dict:
-    """Run the plan's missing cells (all; the priority ones; none with `only` "tabulate"), then tabulate every finished cell."""
+def compare_methods(bench: Bench, methods: tuple[str, ...], only: str | None, settings: tuple[str, ...] = SETTINGS) -> dict:
+    """Run the plan's missing cells of `settings` (all; with `only`: the priority ones, the seeds of none and proc-kd, or
+    none for "tabulate"), then tabulate every finished cell."""
     m = bench.mode
     cells = plan(m, methods, strongest_others(bench, methods))
-    for cell in {"priority": cells[:PRIORITY], "tabulate": []}.get(only, cells):
+    seeds = [c for c in cells if c.method in ("none", "proc-kd") and c.per_class == m.train_per_class]
+    for cell in [c for c in {"priority": cells[:PRIORITY], "seeds": seeds, "tabulate": []}.get(only, cells) if c.setting in settings]:
         cell_rows(bench, cell, cached_only=False)
         if only is None:
             cells = plan(m, methods, strongest_others(bench, methods))  # the strongest other method may change as runs finish
@@ -428,8 +431,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full CIFAR-10 (45,000 train / 5,000 val), 30 epochs, 3 seeds: for a GPU")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to compare")
-    parser.add_argument("--only", choices=["priority", "tabulate"],
-                        help="run only the cells the bars read first (priority) or none (tabulate), then tabulate every finished cell")
+    parser.add_argument("--only", choices=["priority", "seeds", "tabulate"],
+                        help="run only the cells the bars read first (priority), those and the seeds of none and proc-kd (seeds), "
+                             "or none (tabulate), then tabulate every finished cell")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated settings whose cells run (all are tabulated)")
     parser.add_argument("--assess", action="store_true", help="also rank the benchmark teachers and correlate with their students")
     parser.add_argument("--ablation", nargs="?", const="all", help="ProC-KD ablation on the validation split: 'all' or ';'-separated variant names")
     parser.add_argument("--ablation-setting", choices=SETTINGS, default="labelled", help="the setting the ablation runs in")
@@ -473,7 +478,7 @@ def main() -> None:
     started = time.perf_counter()
     results: dict = {"mode": asdict(mode), "host": {"cpus": os.cpu_count()}}
     if not args.skip_compare:
-        comparison = compare_methods(bench, tuple(args.methods.split(",")), args.only)
+        comparison = compare_methods(bench, tuple(args.methods.split(",")), args.only, tuple(args.settings.split(",")))
         results["table"], results["teacher_probe_test"] = comparison["table"], comparison["teacher_probe_test"]
         results["comparison"] = comparison
     if args.crop_probe:

@@ -31,6 +31,15 @@ def test_cost_counts_matmuls_outside_leaf_modules():
     assert cost.flops == 2 * 256 * 3 * 8 + 2 * 256 * 256 * 8
 
 
+def test_cost_counts_fused_attention_of_a_vit():
+    """timm's ViTs call scaled_dot_product_attention; its products count as if written out (q @ k^T, attn @ v)."""
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    fused = measure_cost(model, 224).flops
+    for block in model.blocks:
+        block.attn.fused_attn = False  # timm's explicit q @ k^T, softmax, attn @ v
+    assert fused == measure_cost(model, 224).flops == pytest.approx(2.507e9, rel=0.01)
+
+
 def test_prediction_scales_with_hardware():
     cost = measure_cost(timm.create_model("mobilenetv3_small_100", pretrained=False), 224)
     nano, agx = resolve_target("jetson-orin-nano"), resolve_target("jetson-agx-orin")
