@@ -412,17 +412,16 @@ def probe_on_crops(bench: Bench, areas: tuple[float, ...] = (0.35, 0.6, 0.8, 1.0
     labels = data.train.labels
     probe = fit_linear_probe(teacher_outputs(teacher, data.train, tc, "train").pooled.read(torch.arange(len(labels))), labels, 0)
     scores = {}
+
+    def batches(views: ViewedImages):
+        for start in range(0, len(data.val), 200):
+            index = range(start, min(start + 200, len(data.val)))
+            x = normalise(torch.stack([views[(i, 0, 1000 + i)]["teacher"] for i in index]), tc.mean, tc.std)
+            yield probe(teacher(x).pooled.float()), data.val.labels[start:index.stop]
+
     for area in areas:
-        views = ViewedImages(data.val, {"teacher": tc.input_size}, crop_area=area)
-
-        def batches():
-            for start in range(0, len(data.val), 200):
-                index = range(start, min(start + 200, len(data.val)))
-                x = normalise(torch.stack([views[(i, 0, 1000 + i)]["teacher"] for i in index]), tc.mean, tc.std)
-                yield probe(teacher(x).pooled.float()), data.val.labels[start:index.stop]
-
         with torch.no_grad():
-            scores[f"{area:g}"] = top1(batches())
+            scores[f"{area:g}"] = top1(batches(ViewedImages(data.val, {"teacher": tc.input_size}, crop_area=area)))
         console.print(f"teacher probe on validation crops of {area:.0%}-100% of the image: {scores[f'{area:g}']:.2%}")
     return scores
 
@@ -432,7 +431,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full CIFAR-10 (45,000 train / 5,000 val), 30 epochs, 3 seeds: for a GPU")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to compare")
     parser.add_argument("--only", choices=["priority", "seeds", "tabulate"],
-                        help="run only the cells the bars read first (priority), those and the seeds of none and proc-kd (seeds), "
+                        help="run only the cells the bars read first (priority), every seed of none and proc-kd (seeds), "
                              "or none (tabulate), then tabulate every finished cell")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated settings whose cells run (all are tabulated)")
     parser.add_argument("--assess", action="store_true", help="also rank the benchmark teachers and correlate with their students")

@@ -51,7 +51,7 @@ from procedge.progress import info
 from procedge.run import RunDir
 from procedge.schema import first_error
 from procedge.teacher_cache import CacheRows, teacher_outputs, teaching_cache
-from procedge.train import evaluate, train_student
+from procedge.train import Accelerator, evaluate, train_student
 from procedge.targets import resolve_target
 
 # The embedded MNIST task: 28 px digits, so small inputs keep the demo within minutes on 2 cores.
@@ -323,7 +323,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         _save_heldout(run, data, config, workers)
 
     teacher_model = create_teacher_model(config.teacher.name, config.teacher.weights)
-    teacher = FrozenTeacher(teacher_model, config.teacher.stages).to(device, memory_format=torch.channels_last)
+    teacher = Accelerator(device).prepare(FrozenTeacher(teacher_model, config.teacher.stages))
     backbone, method = build_student(config, teacher_model, len(data.classes), initial_weights=not resume)
     if not main:  # rank 0 computes (or reads) the teacher's features and stores them; the others read them
         distributed.barrier()

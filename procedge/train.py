@@ -142,7 +142,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     acc = Accelerator(device)
     workers = default_workers() if t.workers is None else t.workers
     distiller = acc.prepare(Distiller(backbone, method, teacher, None if probe is None else probe.to(device)))
-    teacher.to(device, memory_format=torch.channels_last)
+    acc.prepare(teacher)
     model: nn.Module = DistributedDataParallel(distiller) if world > 1 else distiller
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
