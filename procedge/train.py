@@ -136,13 +136,13 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
 
     `cache`: the teacher's outputs on the training images (`teaching_cache`: centre crops, or fixed views);
     None for a live teacher. `probe`, the teacher's linear probe, gives a live teacher's outputs their task logits.
+    `teacher` arrives prepared for the device (`Accelerator.prepare`) by `distill`, which built its cache with it.
     """
     t, s, d = config.train, config.student, config.data
     device, world, rank = distributed.device(t.device), distributed.world_size(), distributed.rank()
     acc = Accelerator(device)
     workers = default_workers() if t.workers is None else t.workers
     distiller = acc.prepare(Distiller(backbone, method, teacher, None if probe is None else probe.to(device)))
-    acc.prepare(teacher)
     model: nn.Module = DistributedDataParallel(distiller) if world > 1 else distiller
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
