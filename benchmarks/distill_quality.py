@@ -90,7 +90,8 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 
 # ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
-# (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop).
+# (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
+# `@cutmix`: the share of the pool's views mixed, `unlabelled` setting only).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -107,6 +108,7 @@ ABLATION = {
     "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
     "2x epochs": {"@epochs_factor": 2},  # the schedule: does fitting the soft labels more closely generalise?
     "flip only": {"@crop_area": 1.0},  # no crops: the probe's soft labels are more often right on flipped images than on crops
+    "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
 }
 
 
@@ -185,11 +187,13 @@ class Bench:
         stages = options.pop("@stages", None)
         epochs_factor = options.pop("@epochs_factor", 1)
         crop_area = options.pop("@crop_area", m.crop_area)
+        cutmix = options.pop("@cutmix", 0.0)
         pooled = setting == "unlabelled"
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
                                    teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
                                    teacher_views=m.pool_views if pooled else m.teacher_views, crop_area=crop_area,
+                                   cutmix=cutmix if pooled else 0.0,
                                    unlabeled=self.pool if pooled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
                                                            "lr": m.pool_lr if pooled else m.lr})}

@@ -43,11 +43,17 @@ class DataConfig(StrictModel):
     labels_per_class: int | None = Field(None, ge=1, description="keep this many labels per class; the rest of the training "
                                                                  "split joins the unlabelled pool")
     max_unlabeled: int | None = Field(None, ge=1, description="cap on the unlabelled pool (a seeded sample)")
+    cutmix: float = Field(0.0, ge=0, le=1, description="share of the unlabelled pool's training views that get a box of another "
+                                                        "pool image pasted in (CutMix); the teacher's targets are for the mixed view")
 
     @model_validator(mode="after")
     def _views_need_augment(self) -> "DataConfig":
         if self.teacher_views and not self.augment:
             raise ValueError("teacher_views needs augment: true")
+        if self.cutmix and not self.teacher_views:
+            raise ValueError("cutmix needs teacher_views > 0 (the teacher's cached targets must be for the mixed views)")
+        if self.cutmix and self.unlabeled is None and self.labels_per_class is None:
+            raise ValueError("cutmix mixes unlabelled pool images: it needs unlabeled or labels_per_class")
         return self
 
 

@@ -72,6 +72,7 @@ SMALL_IMAGE_TEACHER_SIZE = 160
 # teacher probe's accuracy on training views drops from 74.4% (flip only) to 71.6% with crops of 80-100% and 63.9% with
 # 35-100%, and the probe's soft labels on those views are what the student learns from.
 SMALL_IMAGE_CROP_AREA = 0.8
+CUTMIX_TEACHER_VIEWS = 2  # cached views per image when --cutmix is given and the data's size would choose none
 PREPARE_IMAGES = 5000  # labelled images whose cached teacher outputs a method's `prepare` reads (a seeded sample beyond)
 PROBE_IMAGES = 10_000  # labelled images the teacher's linear probe is fitted on (a seeded stratified sample beyond)
 
@@ -137,6 +138,7 @@ def resolve_config(
     batch_size: int | None = None,
     teacher_views: int | None = None,
     crop_area: float | None = None,
+    cutmix: float = 0.0,
     unlabeled: Path | None = None,
     labels_per_class: int | None = None,
     max_unlabeled: int | None = None,
@@ -148,7 +150,8 @@ def resolve_config(
     """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision.
 
     Epochs, teacher views and the teacher's input size left as None are chosen from the data (`Schedule`). A method
-    whose every term needs labels (e.g. `none`) does not read an unlabelled pool, so the pool is left out of its run.
+    whose every term needs labels (e.g. `none`) does not read an unlabelled pool, so the pool is left out of its run
+    (and `cutmix`, which mixes pool images only, with it).
     """
     profile = resolve_target(target)
     method_options = parse_method_config(method, method_options or {}).model_dump(mode="json", exclude_unset=True)  # typed, as validated
@@ -158,7 +161,9 @@ def resolve_config(
     uses_pool = reads_unlabelled(method, method_options)
     if (unlabeled is not None or labels_per_class is not None) and not uses_pool:
         info(f"method {method!r} has no label-free term: it trains on the labelled images only, without the unlabelled pool")
-        unlabeled, pool_size = None, 0
+        unlabeled, pool_size, cutmix = None, 0, 0.0
+    if cutmix and unlabeled is None and labels_per_class is None:
+        raise ProcedgeError("--cutmix mixes unlabelled pool images; pass --unlabeled DIR or --labels-per-class N, or drop --cutmix")
     if student is not None:
         check_timm_name(student)
     if student_weights is not None and student_pretrained:
@@ -173,6 +178,11 @@ def resolve_config(
     schedule = Schedule.for_data(*_count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, pool_size,
                                                          uses_pool), teacher_model.pretrained_cfg["input_size"][-1], embedded_data)
     views_given, teacher_views = teacher_views, schedule.teacher_views if teacher_views is None else teacher_views
+    if cutmix and not teacher_views:
+        if views_given is not None:
+            raise ProcedgeError("--cutmix needs cached teacher views (the teacher's targets must be for the mixed views); pass --teacher-views 2 or more")
+        schedule = replace(schedule, teacher_views=CUTMIX_TEACHER_VIEWS)
+        teacher_views = schedule.teacher_views
     teacher_cfg = TeacherConfig(
         name=teacher,
         weights=Path(teacher_weights).resolve() if teacher_weights else None,
@@ -219,7 +229,7 @@ def resolve_config(
             std=tuple(s_cfg.get("std", (0.229, 0.224, 0.225))),
         ),
         data=DataConfig(root=Path(data).resolve() if data else None, augment=augment_data or teacher_views > 0, teacher_views=teacher_views,
-                        crop_area=schedule.crop_area if crop_area is None else crop_area,
+                        crop_area=schedule.crop_area if crop_area is None else crop_area, cutmix=cutmix,
                         unlabeled=Path(unlabeled).resolve() if unlabeled else None, labels_per_class=labels_per_class,
                         max_unlabeled=max_unlabeled),
         train=TrainConfig(epochs=epochs or schedule.epochs, seed=seed, workers=workers, device=device,
@@ -234,7 +244,7 @@ def resolve_config(
 # decide the networks and how the data is prepared; change those in the file or resolve a new config.
 CONFIG_OVERRIDES = {"data": ("data", "root"), "unlabeled": ("data", "unlabeled"), "labels_per_class": ("data", "labels_per_class"),
                     "max_unlabeled": ("data", "max_unlabeled"), "teacher_views": ("data", "teacher_views"), "augment": ("data", "augment"),
-                    "crop_area": ("data", "crop_area"),
+                    "crop_area": ("data", "crop_area"), "cutmix": ("data", "cutmix"),
                     "epochs": ("train", "epochs"), "seed": ("train", "seed"), "lr": ("train", "lr"), "batch_size": ("train", "batch_size"),
                     "workers": ("train", "workers"), "device": ("train", "device")}
 
@@ -331,7 +341,8 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     cache_val = teacher_outputs(teacher, data.val, config.teacher, "held-out", device, workers=workers) if main else None
     teaching: CacheRows | None = None
     if not method.needs_live_teacher:  # a live teacher sees the real views anyway
-        teaching = teaching_cache(teacher, data.training_set(), config.teacher, d.teacher_views, device, workers, d.crop_area)
+        teaching = teaching_cache(teacher, data.training_set(), config.teacher, d.teacher_views, device, workers, d.crop_area,
+                                  d.cutmix)
     if main:
         distributed.barrier()
 

@@ -6,7 +6,10 @@ Every network gets the image at its own input size, from the same view of it:
   and the centre square crop (`centre_box`);
 - training: a random-resized crop (at least `crop_area` of the image, 35% by default; aspect 3/4-4/3) and a
   horizontal flip (`random_view`), drawn from a per-sample seed, so a view is reproducible and the same view can be given to the student
-  and to the teacher (consistent teaching) or looked up in the teacher's cache (fixed views).
+  and to the teacher (consistent teaching) or looked up in the teacher's cache (fixed views);
+- CutMix on the unlabelled pool (`cutmix`: the share of its training views mixed): a square box of another pool
+  image's view pasted in (`Paste`), drawn from the same seed, so the teacher's cached or live targets are for the
+  mixed view the student sees. Labelled images are never mixed: their labels stay exact.
 
 A view is a crop box in pixels of the decoded image and a flip; `box_in_centre_frame` expresses it
 relative to the centre crop, where the cached teacher maps of un-augmented images live.
@@ -30,6 +33,7 @@ from procedge.data import Images, ImageSet
 CROP_AREA = DataConfig.model_fields["crop_area"].default  # smallest area share of a random-resized crop
 RATIO = (3 / 4, 4 / 3)
 FIXED_VIEW_SEED = 0  # the fixed views of a split are the same for every run (seed, method) on it, so they share one cache
+PASTE_SALT = 7_919  # a view's CutMix draw uses its seed plus this, so it is independent of the view's own crop
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,34 @@ def random_view(height: int, width: int, seed: int, crop_area: float = CROP_AREA
     return View(box.top, box.left, box.height, box.width, flip)
 
 
+@dataclass(frozen=True)
+class Paste:
+    """CutMix: the box (y0, x0, y1, x1, fractions of the rendered square) is filled with the same box of `view` of
+    image `partner`."""
+
+    partner: int
+    view: View
+    box: tuple[float, float, float, float]
+
+
+def draw_paste(seed: int, candidates: torch.Tensor, share: float, image_size, crop_area: float = CROP_AREA) -> Paste | None:
+    """From `seed` alone: with probability `share`, a partner among `candidates`, its view, and a square box whose area is
+    uniform in 0-1 (CutMix's Beta(1, 1)), centred uniformly and clipped to the frame. `image_size(i)` is image i's
+    (height, width), or None when it cannot be read (then no paste)."""
+    g = torch.Generator().manual_seed(seed + PASTE_SALT)
+    if not len(candidates) or float(torch.rand(1, generator=g)) >= share:
+        return None
+    partner = int(candidates[int(torch.randint(len(candidates), (1,), generator=g))])
+    half = math.sqrt(float(torch.rand(1, generator=g))) / 2
+    cy, cx = torch.rand(2, generator=g).tolist()
+    view_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    size = image_size(partner)
+    if size is None:
+        return None
+    box = (max(cy - half, 0.0), max(cx - half, 0.0), min(cy + half, 1.0), min(cx + half, 1.0))
+    return Paste(partner, random_view(*size, view_seed, crop_area), box)
+
+
 def fixed_view_seed(view: int, index: int) -> int:
     """The seed of fixed view `view` of image `index` (views start at 1; 0 is the centre crop)."""
     return (FIXED_VIEW_SEED * 1_000_003 + view) * 2_147_483_629 + index
@@ -88,10 +120,12 @@ class ViewedImages(Dataset):
 
     An item key is (index, view, seed): view 0 with seed < 0 is the centre crop; view v > 0 is fixed view v
     (its seed from `fixed_view_seed`); view 0 with a seed >= 0 is a fresh random view drawn from that seed.
+    With `cutmix` > 0, that share of the unlabelled images' (label -1) training views get a `Paste` from another one.
     """
 
-    def __init__(self, images: Images, sizes: dict[str, int], crop_area: float = CROP_AREA):
-        self.images, self.sizes, self.crop_area = images, sizes, crop_area
+    def __init__(self, images: Images, sizes: dict[str, int], crop_area: float = CROP_AREA, cutmix: float = 0.0):
+        self.images, self.sizes, self.crop_area, self.cutmix = images, sizes, crop_area, cutmix
+        self.pool = (images.labels < 0).nonzero().flatten() if cutmix > 0 else torch.empty(0, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -107,13 +141,22 @@ class ViewedImages(Dataset):
             return item
         h, w = image.shape[-2:]
         if view_id > 0:
-            view = random_view(h, w, fixed_view_seed(view_id, index), self.crop_area)
-        elif seed >= 0:
-            view = random_view(h, w, seed, self.crop_area)
-        else:
-            view = centre_box(h, w)
+            seed = fixed_view_seed(view_id, index)
+        view = random_view(h, w, seed, self.crop_area) if seed >= 0 else centre_box(h, w)
+        paste = None
+        if seed >= 0 and self.images.labels[index] < 0 and len(self.pool):
+            partners: dict[int, torch.Tensor] = {}
+
+            def partner_size(i: int):
+                partners[i] = self.images.read(i)
+                return None if partners[i] is None else tuple(partners[i].shape[-2:])
+
+            paste = draw_paste(seed, self.pool, self.cutmix, partner_size, self.crop_area)
         for name, size in self.sizes.items():
             item[name] = render(image, view, size)
+            if paste is not None:
+                y0, x0, y1, x1 = (round(f * size) for f in paste.box)
+                item[name][:, y0:y1, x0:x1] = render(partners[paste.partner], paste.view, size)[:, y0:y1, x0:x1]
         item["box"], item["flip"] = torch.tensor(box_in_centre_frame(view, h, w)), view.flip
         return item
 
@@ -174,11 +217,11 @@ def make_loader(dataset: Dataset, batch_sampler, workers: int = 0, pin_memory: b
 
 
 def split_batches(images: Images, sizes: dict[str, int], batch_size: int = 100, workers: int = 0, pin_memory: bool = False,
-                  view: int = 0, crop_area: float = CROP_AREA):
+                  view: int = 0, crop_area: float = CROP_AREA, cutmix: float = 0.0):
     """Batches of a whole split, in order: its centre crops (`view` 0: evaluation, the held-out arrays, the teacher's
-    cache), or fixed view `view` (1..) of every image (the teacher's cache of that view)."""
+    cache), or fixed view `view` (1..) of every image (the teacher's cache of that view, mixed as `ViewedImages` says)."""
     keys = [[(i, view, -1) for i in range(start, min(start + batch_size, len(images)))] for start in range(0, len(images), batch_size)]
-    return make_loader(ViewedImages(images, sizes, crop_area), batch_sampler=keys, workers=workers, pin_memory=pin_memory)
+    return make_loader(ViewedImages(images, sizes, crop_area, cutmix), batch_sampler=keys, workers=workers, pin_memory=pin_memory)
 
 
 def arrays_at_sizes(images: Images, sizes: dict[str, int], workers: int = 0) -> dict[str, torch.Tensor]:

@@ -95,13 +95,16 @@ def _crop_maps(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return roi_align(maps, rois, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)
 
 
-def cache_key(config: TeacherConfig, images: Images, view: int = 0, crop_area: float = CROP_AREA) -> str:
+def cache_key(config: TeacherConfig, images: Images, view: int = 0, crop_area: float = CROP_AREA, cutmix: float = 0.0) -> str:
     digest = hashlib.sha256()
     weights = Path(config.weights) if config.weights else None
     weights_id = f"{weights.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights else "embedded"
     digest.update(repr((FORMAT, config.name, weights_id, config.input_size, config.mean, config.std, config.stages, view)).encode())
     if view:  # a fixed view's crop depends on the smallest crop area
         digest.update(repr(crop_area).encode())
+    if view and cutmix:  # and on the share of mixed views and which images are the pool
+        digest.update(repr(("cutmix", cutmix)).encode())
+        digest.update((images.labels < 0).numpy().tobytes())
     images.fingerprint(digest)
     return digest.hexdigest()[:32]
 
@@ -149,10 +152,10 @@ def _compute(teacher: FrozenTeacher, batches, count: int, config: TeacherConfig,
 
 def teacher_outputs(teacher: FrozenTeacher, images: Images, config: TeacherConfig, label: str,
                     device: torch.device | str = "cpu", view: int = 0, workers: int = 0, batch_size: int = 100,
-                    crop_area: float = CROP_AREA) -> TeacherCache:
-    """Read the split's teacher outputs (of the centre crops, or of fixed view `view`, a crop of at least `crop_area`)
-    from the cache, or compute them."""
-    path = cache_dir("teacher") / cache_key(config, images, view, crop_area)
+                    crop_area: float = CROP_AREA, cutmix: float = 0.0) -> TeacherCache:
+    """Read the split's teacher outputs (of the centre crops, or of fixed view `view`, a crop of at least `crop_area`
+    with `cutmix` of the pool's views mixed) from the cache, or compute them."""
+    path = cache_dir("teacher") / cache_key(config, images, view, crop_area, cutmix)
     if path.is_dir():
         try:
             return _open(path)
@@ -160,7 +163,7 @@ def teacher_outputs(teacher: FrozenTeacher, images: Images, config: TeacherConfi
             shutil.rmtree(path, ignore_errors=True)
     sizes = {"teacher": config.input_size}
     pin = torch.device(device).type == "cuda"
-    batches = split_batches(images, sizes, batch_size, workers, pin, view, crop_area)
+    batches = split_batches(images, sizes, batch_size, workers, pin, view, crop_area, cutmix)
     with atomic_dir(path) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         _compute(teacher, batches, len(images), config, tmp, label, device)
@@ -203,12 +206,12 @@ class CacheRows:
 
 
 def teaching_cache(teacher: FrozenTeacher, images: Images, config: TeacherConfig, views: int,
-                   device: torch.device | str = "cpu", workers: int = 0, crop_area: float = CROP_AREA) -> CacheRows:
+                   device: torch.device | str = "cpu", workers: int = 0, crop_area: float = CROP_AREA, cutmix: float = 0.0) -> CacheRows:
     """The teacher's outputs the student trains against, over the training set (labelled, then the pool): its centre
     crops (`views` 0), or each of its `views` fixed views. Rows are view-major: row `(v - 1) * N + i` is view v of
     training image i."""
     caches = [teacher_outputs(teacher, images, config, f"training images, view {view}/{views}" if views else "training images",
-                              device, view, workers, crop_area=crop_area) for view in (range(1, views + 1) if views else [0])]
+                              device, view, workers, crop_area=crop_area, cutmix=cutmix) for view in (range(1, views + 1) if views else [0])]
     return CacheRows(caches, torch.arange(len(images)).repeat(len(caches)))
 
 

@@ -177,14 +177,16 @@ def test_distill_with_an_unlabelled_pool_reports_both_counts(cifar_small, cifar_
     (pool / "broken.png").write_bytes(b"junk")
     out = tmp_path / "run"
     result = run_cli("distill", "--target", "arm64", "--data", cifar_small, "--student", "resnet10t", "--epochs", "1",
-                     "--teacher-views", "2", "--unlabeled", tmp_path / "pool", "--teacher-size", "64", "--student-size", "32", "--out", out)
+                     "--teacher-views", "2", "--cutmix", "0.5", "--unlabeled", tmp_path / "pool", "--teacher-size", "64", "--student-size", "32",
+                     "--out", out)
     assert result.exit_code == 0, result.output
     metrics = yaml.safe_load((out / "metrics.json").read_text())
     assert metrics["train_images"] == 30 and metrics["unlabeled_images"] == 16 and metrics["pool"]["skipped_files"] == 1
     assert metrics["fold_max_abs_diff"] < 1e-5
     losses = metrics["history"][0]
     assert {"loss_s", "loss_t", "loss_loc", "loss_emb", "loss_soft"} <= set(losses)
-    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["unlabeled"] == str((tmp_path / "pool").resolve())
+    saved = yaml.safe_load((out / "config.yaml").read_text())["data"]
+    assert saved["unlabeled"] == str((tmp_path / "pool").resolve()) and saved["cutmix"] == 0.5
 
 
 def test_targets_name_prints_the_profile_with_its_sources():

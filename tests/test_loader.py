@@ -3,7 +3,17 @@
 import torch
 
 from procedge.data import ImageFiles, decode_rgb, load_image_folder
-from procedge.loader import EpochBatches, ViewedImages, centre_box, make_loader, random_view, render, split_batches
+from procedge.loader import (
+    EpochBatches,
+    ViewedImages,
+    centre_box,
+    draw_paste,
+    fixed_view_seed,
+    make_loader,
+    random_view,
+    render,
+    split_batches,
+)
 
 
 def test_evaluation_resizes_the_shorter_side_and_centre_crops_without_squashing(cifar_small, tmp_path):
@@ -60,3 +70,36 @@ def test_a_file_that_becomes_unreadable_is_a_skipped_sample_not_a_crash(cifar_sm
     assert seen == len(data.train) and ok == len(data.train) - 2
     batches = list(split_batches(data.train, {"student": 32}))
     assert sum(int((~b["ok"]).sum()) for b in batches) == 2
+
+
+def test_cutmix_pastes_a_box_of_another_pool_view_into_pool_views_only_at_every_size(cifar_small):
+    data = load_image_folder(cifar_small, 0.25, 0)
+    images = data.train
+    images.labels[6:] = -1  # the first six images labelled, the rest an unlabelled pool
+    sizes = {"student": 32, "teacher": 96}
+    mixed, plain = ViewedImages(images, sizes, 0.8, cutmix=1.0), ViewedImages(images, sizes, 0.8)
+    pool = (images.labels < 0).nonzero().flatten()
+    pasted = 0
+    for index in range(len(images)):
+        for key in ((index, 1, -1), (index, 0, 123)):  # a fixed view and a fresh random view
+            seed = fixed_view_seed(1, index) if key[1] else key[2]
+            item, own = mixed[key], plain[key]
+            paste = draw_paste(seed, pool, 1.0, lambda i: tuple(decode_rgb(images.paths[i]).shape[-2:]), 0.8)
+            if index < 6:  # labelled: never mixed
+                assert all(torch.equal(item[n], own[n]) for n in sizes)
+                continue
+            assert paste is not None and int(paste.partner) in pool.tolist()
+            for name, size in sizes.items():
+                y0, x0, y1, x1 = (round(f * size) for f in paste.box)
+                partner = render(decode_rgb(images.paths[paste.partner]), paste.view, size)
+                assert torch.equal(item[name][:, y0:y1, x0:x1], partner[:, y0:y1, x0:x1])  # the same box of the same view
+                outside = torch.ones(size, size, dtype=torch.bool)
+                outside[y0:y1, x0:x1] = False
+                assert torch.equal(item[name][:, outside], own[name][:, outside])
+            pasted += 1
+        assert torch.equal(mixed[(index, 0, -1)]["student"], plain[(index, 0, -1)]["student"])  # centre crops: never mixed
+    assert pasted == 2 * (len(images) - 6)
+    assert torch.equal(mixed[(7, 1, -1)]["teacher"], mixed[(7, 1, -1)]["teacher"])  # reproducible from the key alone
+    half = [draw_paste(s, pool, 0.5, lambda i: (32, 32)) for s in range(400)]
+    areas = [(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in half if p is not None]
+    assert 0.4 < len(areas) / 400 < 0.6 and min(areas) < 0.1 and max(areas) > 0.6  # the share asked; boxes of every size

@@ -151,3 +151,20 @@ def test_fixed_views_are_the_images_the_student_trains_on(teacher, images, calls
     before = calls[0]
     teaching_cache(teacher, images, config(), 3)
     assert calls[0] == before  # read back: the teacher does not run
+
+
+def test_cutmix_views_are_cached_as_the_student_sees_them(teacher, images, calls):
+    """The teacher's cached output of a mixed pool view is its output on the very mixed image the student trains on."""
+    pooled = ImageSet(images.images, images.labels.clone())
+    pooled.labels[20:] = -1  # the second half is the unlabelled pool
+    assert cache_key(config(), pooled, view=1, cutmix=0.5) != cache_key(config(), pooled, view=1)
+    assert cache_key(config(), pooled, view=1, cutmix=0.5) != cache_key(config(), images, view=1, cutmix=0.5)  # which images are the pool
+    cache = teaching_cache(teacher, pooled, config(), 2, cutmix=1.0)
+    index, view = torch.tensor([25, 3, 38]), torch.tensor([1, 2, 2])
+    shown = ViewedImages(pooled, {"s": 32}, cutmix=1.0)
+    student = torch.stack([shown[(i, v, -1)]["s"] for i, v in zip(index.tolist(), view.tolist())])
+    plain = ViewedImages(pooled, {"s": 32})
+    assert not torch.equal(student[0], plain[(25, 1, -1)]["s"]) and torch.equal(student[1], plain[(3, 2, -1)]["s"])  # pool mixed only
+    with torch.no_grad():
+        live = teacher(to_model_input(student, 32, (0.5,) * 3, (0.5,) * 3))
+    torch.testing.assert_close(cache.batch(view_rows(index, view, 40)).logits, live.logits, atol=2e-2, rtol=1e-2)

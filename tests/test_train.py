@@ -241,6 +241,19 @@ def test_a_method_without_label_free_terms_trains_without_the_pool():
     assert config.data.labels_per_class == 5 and config.data.unlabeled is None
 
 
+def test_cutmix_is_for_a_pool_with_cached_views():
+    config, _ = resolve_config("intel-cpu", student="resnet10t", labels_per_class=5, cutmix=0.5, teacher_views=2)
+    assert (config.data.cutmix, config.data.teacher_views) == (0.5, 2)
+    alone, _ = resolve_config("intel-cpu", student="resnet10t", method="none", labels_per_class=5, cutmix=0.5, teacher_views=0)
+    assert alone.data.cutmix == 0.0  # a method without label-free terms has no pool to mix
+    with pytest.raises(ProcedgeError, match="--cutmix mixes unlabelled pool images"):
+        resolve_config("intel-cpu", student="resnet10t", cutmix=0.5)
+    with pytest.raises(ProcedgeError, match="pass --teacher-views 2 or more"):
+        resolve_config("intel-cpu", student="resnet10t", labels_per_class=5, cutmix=0.5, teacher_views=0)
+    with pytest.raises(ValueError, match="cutmix needs teacher_views"):
+        config.data.model_validate({**config.data.model_dump(), "teacher_views": 0})
+
+
 @pytest.mark.parametrize("args, fragment", [
     (("--workers", "-1"), "--workers -1: pass 0"),
     (("--device", "tpu"), "--device 'tpu' is not a device"),
