@@ -91,7 +91,7 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 # ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
 # (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
-# `@cutmix`: the share of the pool's views mixed, `unlabelled` setting only).
+# `@cutmix`: the share of the pool's views mixed, `unlabelled` setting only; `@views`: cached teacher views per image).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -109,6 +109,8 @@ ABLATION = {
     "2x epochs": {"@epochs_factor": 2},  # the schedule: does fitting the soft labels more closely generalise?
     "flip only": {"@crop_area": 1.0},  # no crops: the probe's soft labels are more often right on flipped images than on crops
     "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
+    "4 views": {"@views": 4},  # twice the cached views of every image: more teacher queries, with crops
+    "flip only, 2x epochs": {"@crop_area": 1.0, "@epochs_factor": 2},  # the two single-seed gains together
 }
 
 
@@ -189,10 +191,11 @@ class Bench:
         crop_area = options.pop("@crop_area", m.crop_area)
         cutmix = options.pop("@cutmix", 0.0)
         pooled = setting == "unlabelled"
+        views = options.pop("@views", m.pool_views if pooled else m.teacher_views)
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
                                    teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
-                                   teacher_views=m.pool_views if pooled else m.teacher_views, crop_area=crop_area,
+                                   teacher_views=views, crop_area=crop_area,
                                    cutmix=cutmix if pooled else 0.0,
                                    unlabeled=self.pool if pooled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
