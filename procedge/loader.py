@@ -72,17 +72,17 @@ def random_view(height: int, width: int, seed: int, crop_area: float = CROP_AREA
 @dataclass(frozen=True)
 class Paste:
     """CutMix: the box (y0, x0, y1, x1, fractions of the rendered square) is filled with the same box of `view` of
-    image `partner`."""
+    `image` (the decoded partner image)."""
 
-    partner: int
+    image: torch.Tensor
     view: View
     box: tuple[float, float, float, float]
 
 
-def draw_paste(seed: int, candidates: torch.Tensor, share: float, image_size, crop_area: float = CROP_AREA) -> Paste | None:
-    """From `seed` alone: with probability `share`, a partner among `candidates`, its view, and a square box whose area is
-    uniform in 0-1 (CutMix's Beta(1, 1)), centred uniformly and clipped to the frame. `image_size(i)` is image i's
-    (height, width), or None when it cannot be read (then no paste)."""
+def draw_paste(seed: int, candidates: torch.Tensor, share: float, read, crop_area: float = CROP_AREA) -> Paste | None:
+    """From `seed` alone: with probability `share`, a partner among `candidates` (decoded by `read(i)`; None when it
+    cannot be read, then no paste), its view, and a square box whose area is uniform in 0-1 (CutMix's Beta(1, 1)),
+    centred uniformly and clipped to the frame."""
     g = torch.Generator().manual_seed(seed + PASTE_SALT)
     if not len(candidates) or float(torch.rand(1, generator=g)) >= share:
         return None
@@ -90,11 +90,11 @@ def draw_paste(seed: int, candidates: torch.Tensor, share: float, image_size, cr
     half = math.sqrt(float(torch.rand(1, generator=g))) / 2
     cy, cx = torch.rand(2, generator=g).tolist()
     view_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
-    size = image_size(partner)
-    if size is None:
+    image = read(partner)
+    if image is None:
         return None
     box = (max(cy - half, 0.0), max(cx - half, 0.0), min(cy + half, 1.0), min(cx + half, 1.0))
-    return Paste(partner, random_view(*size, view_seed, crop_area), box)
+    return Paste(image, random_view(*image.shape[-2:], view_seed, crop_area), box)
 
 
 def fixed_view_seed(view: int, index: int) -> int:
@@ -143,20 +143,13 @@ class ViewedImages(Dataset):
         if view_id > 0:
             seed = fixed_view_seed(view_id, index)
         view = random_view(h, w, seed, self.crop_area) if seed >= 0 else centre_box(h, w)
-        paste = None
-        if seed >= 0 and self.images.labels[index] < 0 and len(self.pool):
-            partners: dict[int, torch.Tensor] = {}
-
-            def partner_size(i: int):
-                partners[i] = self.images.read(i)
-                return None if partners[i] is None else tuple(partners[i].shape[-2:])
-
-            paste = draw_paste(seed, self.pool, self.cutmix, partner_size, self.crop_area)
+        mixed = seed >= 0 and len(self.pool) and self.images.labels[index] < 0
+        paste = draw_paste(seed, self.pool, self.cutmix, self.images.read, self.crop_area) if mixed else None
         for name, size in self.sizes.items():
             item[name] = render(image, view, size)
             if paste is not None:
                 y0, x0, y1, x1 = (round(f * size) for f in paste.box)
-                item[name][:, y0:y1, x0:x1] = render(partners[paste.partner], paste.view, size)[:, y0:y1, x0:x1]
+                item[name][:, y0:y1, x0:x1] = render(paste.image, paste.view, size)[:, y0:y1, x0:x1]
         item["box"], item["flip"] = torch.tensor(box_in_centre_frame(view, h, w)), view.flip
         return item
 

@@ -84,14 +84,15 @@ def test_cutmix_pastes_a_box_of_another_pool_view_into_pool_views_only_at_every_
         for key in ((index, 1, -1), (index, 0, 123)):  # a fixed view and a fresh random view
             seed = fixed_view_seed(1, index) if key[1] else key[2]
             item, own = mixed[key], plain[key]
-            paste = draw_paste(seed, pool, 1.0, lambda i: tuple(decode_rgb(images.paths[i]).shape[-2:]), 0.8)
+            partners = []
+            paste = draw_paste(seed, pool, 1.0, lambda i: partners.append(i) or images.read(i), 0.8)
             if index < 6:  # labelled: never mixed
                 assert all(torch.equal(item[n], own[n]) for n in sizes)
                 continue
-            assert paste is not None and int(paste.partner) in pool.tolist()
+            assert paste is not None and partners[0] in pool.tolist()
             for name, size in sizes.items():
                 y0, x0, y1, x1 = (round(f * size) for f in paste.box)
-                partner = render(decode_rgb(images.paths[paste.partner]), paste.view, size)
+                partner = render(images.read(partners[0]), paste.view, size)
                 assert torch.equal(item[name][:, y0:y1, x0:x1], partner[:, y0:y1, x0:x1])  # the same box of the same view
                 outside = torch.ones(size, size, dtype=torch.bool)
                 outside[y0:y1, x0:x1] = False
@@ -100,6 +101,6 @@ def test_cutmix_pastes_a_box_of_another_pool_view_into_pool_views_only_at_every_
         assert torch.equal(mixed[(index, 0, -1)]["student"], plain[(index, 0, -1)]["student"])  # centre crops: never mixed
     assert pasted == 2 * (len(images) - 6)
     assert torch.equal(mixed[(7, 1, -1)]["teacher"], mixed[(7, 1, -1)]["teacher"])  # reproducible from the key alone
-    half = [draw_paste(s, pool, 0.5, lambda i: (32, 32)) for s in range(400)]
+    half = [draw_paste(s, pool, 0.5, lambda i: torch.zeros(3, 32, 32, dtype=torch.uint8)) for s in range(400)]
     areas = [(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in half if p is not None]
     assert 0.4 < len(areas) / 400 < 0.6 and min(areas) < 0.1 and max(areas) > 0.6  # the share asked; boxes of every size
