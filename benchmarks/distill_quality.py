@@ -246,6 +246,16 @@ class Bench:
         return scores["teacher_probe"]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (training seconds are comparable only on the same one)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown"
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -484,7 +494,7 @@ def main() -> None:
     os.environ.setdefault("PROCEDGE_CACHE_DIR", str(work.parent / "cache"))
     bench = Bench(mode, work, args.archive)
     started = time.perf_counter()
-    results: dict = {"mode": asdict(mode), "host": {"cpus": os.cpu_count()}}
+    results: dict = {"mode": asdict(mode), "host": {"cpus": os.cpu_count(), "cpu": cpu_model()}}
     if not args.skip_compare:
         comparison = compare_methods(bench, tuple(args.methods.split(",")), args.only, tuple(args.settings.split(",")))
         results["table"], results["teacher_probe_test"] = comparison["table"], comparison["teacher_probe_test"]
