@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import random
 import statistics
 import sys
@@ -91,7 +92,7 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 # ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
 # (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
-# `@cutmix`: the share of the pool's views mixed, `unlabelled` setting only; `@views`: cached teacher views per image).
+# `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -195,8 +196,7 @@ class Bench:
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
                                    teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
-                                   teacher_views=views, crop_area=crop_area,
-                                   cutmix=cutmix if pooled else 0.0,
+                                   teacher_views=views, crop_area=crop_area, cutmix=cutmix,
                                    unlabeled=self.pool if pooled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
                                                            "lr": m.pool_lr if pooled else m.lr})}
@@ -251,8 +251,6 @@ def cpu_model() -> str:
     try:
         return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
     except (OSError, StopIteration):
-        import platform
-
         return platform.processor() or "unknown"
 
 
