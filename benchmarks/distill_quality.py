@@ -41,6 +41,7 @@ from procedge.config import RunConfig  # noqa: E402
 from procedge.data import ImageFiles, load_split  # noqa: E402
 from procedge.distill import SMALL_IMAGE_CROP_AREA, distill, resolve_config  # noqa: E402
 from procedge.io import read_json, write_json  # noqa: E402
+from procedge.methods.base import parse_method_config  # noqa: E402
 from procedge.metrics import top1  # noqa: E402
 from procedge.models.load import load_trained  # noqa: E402
 from procedge.run import RunDir  # noqa: E402
@@ -92,7 +93,8 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 # ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
 # (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
-# `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image).
+# `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image),
+# and the student's input size (`@student_size`).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -104,7 +106,7 @@ ABLATION = {
     "no prototype terms": {"w_t": 0.0, "w_kl": 0.0, "w_loc": 0.0, "w_bal": 0.0, "w_feat": 0.0},
     "random init": {"init_from_teacher": False},
     "K=16": {"num_prototypes": 16},
-    "+logits": {"w_logits": 1.0},
+    "no logits": {"w_logits": 0.0},  # the default before 2026-11-24 (its ablation ran as "+logits")
     "stages=last": {"@stages": -1},
     "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
     "2x epochs": {"@epochs_factor": 2},  # the schedule: does fitting the soft labels more closely generalise?
@@ -112,6 +114,10 @@ ABLATION = {
     "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
     "4 views": {"@views": 4},  # twice the cached views of every image: more teacher queries, with crops
     "flip only, 2x epochs": {"@crop_area": 1.0, "@epochs_factor": 2},  # the two single-seed gains together
+    # the student's resolution: at 64 px (CIFAR upscaled) resnet18 ends in a 2x2 map instead of 1x1, at 4x the compute
+    "student 64 px": {"@student_size": 64},
+    "pseudo-label, student 64 px": {"@method": "pseudo-label", "@student_size": 64},
+    "none, student 64 px": {"@method": "none", "@student_size": 64},  # labelled setting: the floor at that size
 }
 
 
@@ -191,11 +197,12 @@ class Bench:
         epochs_factor = options.pop("@epochs_factor", 1)
         crop_area = options.pop("@crop_area", m.crop_area)
         cutmix = options.pop("@cutmix", 0.0)
+        student_size = options.pop("@student_size", m.student_size)
         pooled = setting == "unlabelled"
         views = options.pop("@views", m.pool_views if pooled else m.teacher_views)
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
-                                   teacher_size=m.teacher_size, student_size=m.student_size, method_options=options, augment_data=True,
+                                   teacher_size=m.teacher_size, student_size=student_size, method_options=options, augment_data=True,
                                    teacher_views=views, crop_area=crop_area, cutmix=cutmix,
                                    unlabeled=self.pool if pooled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
@@ -213,7 +220,7 @@ class Bench:
         With `cached_only`, a run not finished yet is not started: None."""
         out = (runs or self.runs) / label
         run = RunDir(out)
-        if not (run.metrics.exists() and RunConfig.load(run.config) == config):
+        if not (run.metrics.exists() and same_run(RunConfig.load(run.config), config)):
             if cached_only:
                 return None
             console.print(f"[bold]{out.relative_to(self.work)}[/bold]: distilling")
@@ -244,6 +251,15 @@ class Bench:
             scores["teacher_probe"] = evaluate(trained.teacher_net(), self.test_set(), size)
             write_json(out / "test.json", scores)
         return scores["teacher_probe"]
+
+
+def same_run(saved: RunConfig, config: RunConfig) -> bool:
+    """Equal configs, method options compared with their defaults filled in: runs saved before configs held every
+    option stay reusable. (A method default changed since such a run is invisible here: move that run aside.)"""
+    def full(c: RunConfig) -> RunConfig:
+        return c.model_copy(update={"method_options": parse_method_config(c.method, c.method_options).model_dump(mode="json")})
+
+    return full(saved) == full(config)
 
 
 def cpu_model() -> str:

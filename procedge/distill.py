@@ -154,7 +154,7 @@ def resolve_config(
     (and `cutmix`, which mixes pool images only, with it).
     """
     profile = resolve_target(target)
-    method_options = parse_method_config(method, method_options or {}).model_dump(mode="json", exclude_unset=True)  # typed, as validated
+    method_options = parse_method_config(method, method_options or {}).model_dump(mode="json")  # every option, typed: the saved config pins them
     if data is not None:
         check_data_root(Path(data))
     pool_size = len(pool_files(Path(unlabeled))) if unlabeled is not None else 0  # also checks the folder
@@ -268,7 +268,7 @@ def config_from_file(path: Path, overrides: dict) -> RunConfig:
     method = overrides.get("method", config.method)
     options = {**(config.method_options if method == config.method else {}), **overrides.get("method_options", {})}
     dumped["method"] = method
-    dumped["method_options"] = parse_method_config(method, options).model_dump(mode="json", exclude_unset=True)
+    dumped["method_options"] = parse_method_config(method, options).model_dump(mode="json")
     try:
         return RunConfig.model_validate(dumped)
     except ValidationError as exc:

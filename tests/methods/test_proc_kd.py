@@ -50,7 +50,7 @@ def test_named_loss_terms_train_on_real_images_and_none_collapses(mnist_batch, t
         loss.backward()
         opt.step()
         history.append({k: v.item() for k, v in terms.items()})
-    assert set(terms) == {"s", "a", "t", "kl", "loc", "bal", "feat", "emb", "soft"} == set(method.term_weights())
+    assert set(terms) == {"s", "a", "t", "kl", "loc", "bal", "feat", "emb", "logits", "soft"} == set(method.term_weights())
     assert method.labelled_terms == {"s", "a"}
     assert all(torch.isfinite(v) for v in terms.values())
     for path in ("s", "a", "t", "emb"):  # student paths, the teacher path and the embedding term all learn
