@@ -41,7 +41,7 @@ from procedge.config import RunConfig  # noqa: E402
 from procedge.data import ImageFiles, load_split  # noqa: E402
 from procedge.distill import SMALL_IMAGE_CROP_AREA, distill, resolve_config  # noqa: E402
 from procedge.io import read_json, write_json  # noqa: E402
-from procedge.methods.base import parse_method_config  # noqa: E402
+from procedge.methods.base import full_method_options  # noqa: E402
 from procedge.metrics import top1  # noqa: E402
 from procedge.models.load import load_trained  # noqa: E402
 from procedge.run import RunDir  # noqa: E402
@@ -257,7 +257,7 @@ def same_run(saved: RunConfig, config: RunConfig) -> bool:
     """Equal configs, method options compared with their defaults filled in: runs saved before configs held every
     option stay reusable. (A method default changed since such a run is invisible here: move that run aside.)"""
     def full(c: RunConfig) -> RunConfig:
-        return c.model_copy(update={"method_options": parse_method_config(c.method, c.method_options).model_dump(mode="json")})
+        return c.model_copy(update={"method_options": full_method_options(c.method, c.method_options)})
 
     return full(saved) == full(config)
 

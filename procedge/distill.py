@@ -30,7 +30,7 @@ from procedge.data import (
 from procedge.errors import ProcedgeError
 from procedge.io import atomic_dir, atomic_path, write_json
 from procedge.methods import DistillMethod
-from procedge.methods.base import parse_method_config, reads_unlabelled
+from procedge.methods.base import full_method_options, reads_unlabelled
 from procedge.models.deploy import StudentNet
 from procedge.models.load import build_student
 from procedge.models.cost import measure_cost
@@ -154,7 +154,7 @@ def resolve_config(
     (and `cutmix`, which mixes pool images only, with it).
     """
     profile = resolve_target(target)
-    method_options = parse_method_config(method, method_options or {}).model_dump(mode="json")  # every option, typed: the saved config pins them
+    method_options = full_method_options(method, method_options or {})
     if data is not None:
         check_data_root(Path(data))
     pool_size = len(pool_files(Path(unlabeled))) if unlabeled is not None else 0  # also checks the folder
@@ -268,7 +268,7 @@ def config_from_file(path: Path, overrides: dict) -> RunConfig:
     method = overrides.get("method", config.method)
     options = {**(config.method_options if method == config.method else {}), **overrides.get("method_options", {})}
     dumped["method"] = method
-    dumped["method_options"] = parse_method_config(method, options).model_dump(mode="json")
+    dumped["method_options"] = full_method_options(method, options)
     try:
         return RunConfig.model_validate(dumped)
     except ValidationError as exc:

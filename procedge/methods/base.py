@@ -148,6 +148,11 @@ def parse_method_config(name: str, options: dict) -> MethodConfig:
         raise ProcedgeError(f"method {name!r} option {first_error(exc)}; fix --method-option or the run's config") from exc
 
 
+def full_method_options(name: str, options: dict) -> dict:
+    """Every option of the method, defaults filled in, typed as validated: what a saved config pins."""
+    return parse_method_config(name, options).model_dump(mode="json")
+
+
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bring a (B, C, H, W) map to another grid: area-average when shrinking, bilinear when growing."""
     if tuple(x.shape[-2:]) == tuple(size):
