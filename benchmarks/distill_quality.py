@@ -116,6 +116,8 @@ ABLATION = {
     "flip only": {"@crop_area": 1.0},  # no crops: the probe's soft labels are more often right on flipped images than on crops
     "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
     "4 views": {"@views": 4},  # twice the cached views of every image: more teacher queries, with crops
+    "16 views": {"@views": 16},  # labelled setting: twice its 8 cached views
+    "none, 16 views": {"@method": "none", "@views": 16},  # the student alone on the same 16 views
     "flip only, 2x epochs": {"@crop_area": 1.0, "@epochs_factor": 2},  # the two single-seed gains together
     # the student's resolution: at 64 px (CIFAR upscaled) resnet18 ends in a 2x2 map instead of 1x1, at 4x the compute
     "student 64 px": {"@student_size": 64},
