@@ -111,8 +111,8 @@ ABLATION = {
     "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
     "plain student, emb + soft + logits": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0, "w_logits": 1.0},  # ProC-KD's shared terms
     "2x epochs": {"@epochs_factor": 2},  # the schedule: does fitting the soft labels more closely generalise?
-    "none, 2x epochs": {"@method": "none", "@epochs_factor": 2},  # the same schedule's floor and reference (a patient teacher
-    "pseudo-label, 2x epochs": {"@method": "pseudo-label", "@epochs_factor": 2},  # helps only if the student alone gains less)
+    "none, 2x epochs": {"@method": "none", "@epochs_factor": 2},  # the floor on that schedule
+    "pseudo-label, 2x epochs": {"@method": "pseudo-label", "@epochs_factor": 2},  # the reference on that schedule
     "flip only": {"@crop_area": 1.0},  # no crops: the probe's soft labels are more often right on flipped images than on crops
     "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
     "4 views": {"@views": 4},  # twice the cached views of every image: more teacher queries, with crops

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import timm
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -34,13 +35,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from distill_quality import CPU, DEFAULT_ARCHIVE, Bench  # noqa: E402
 
-from procedge.io import write_json  # noqa: E402
+from procedge.io import atomic_path, write_json  # noqa: E402
 from procedge.methods.knowledge import soft_kl  # noqa: E402
 from procedge.models.teacher import EMBEDDED_MEAN_STD, EMBEDDED_TEACHER, create_teacher_model  # noqa: E402
 from procedge.probe import fit_linear_probe  # noqa: E402
 
-STUDENT_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STUDENT_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+STUDENT_MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)  # timm's resnet18 normalisation
+STUDENT_STD = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
 
 
 def load_images(folder: Path, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,9 +87,8 @@ def build_data(cache: Path, teacher_size: int) -> dict:
         pooled, logits = teacher_outputs(teacher, images, teacher_size)
         data[name] = {"images": images, "labels": labels, "pooled": pooled, "logits": logits.half()}
         print(f"teacher outputs for {name}: {len(images)} images", flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
     return data
 
 
@@ -125,7 +125,7 @@ def main() -> None:
     probe = fit_linear_probe(train["pooled"][0], train["labels"], args.seed)
 
     images = torch.cat([train["images"], pool["images"][:args.pool]])
-    labels = torch.cat([train["labels"], torch.full((min(args.pool, len(pool["images"])),), -1)])
+    labels = torch.cat([train["labels"], torch.full((len(images) - len(train["images"]),), -1)])  # -1: unlabelled
     pooled = torch.cat([train["pooled"], pool["pooled"][:, :args.pool]], 1)
     with torch.no_grad():
         soft_labels = probe(pooled.flatten(0, 1)).view(2, len(images), -1)  # in-fold on labelled images, as section 5 words it

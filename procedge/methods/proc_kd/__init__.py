@@ -34,8 +34,9 @@ defaults on the validation split's word (+0.6 labelled-only, +1.0 with the pool)
 pool and nothing labelled-only (49.4% before). Most of the gain over the student alone comes from the soft
 labels; the prototype path adds about 2 points with the pool and little without it. On the validation split (one
 seed) the plain student with the same shared terms is behind by 2.5 with the pool (`emb`, `soft`, `logits`: level
-with pseudo-labelling) and by 1.4 labelled-only (`emb`, `soft`), where `L_feat` and `L_kl` off each cost 1.0. Its prototype terms cannot simply be switched off (-8.5 with the pool):
-the deployed path runs through TAFA's attention over the prototypes, and untrained assignments make it worse.
+with pseudo-labelling) and by 1.4 labelled-only (`emb`, `soft`), where `L_feat` and `L_kl` off each cost 1.0. Its
+prototype terms cannot simply be switched off (-8.5 with the pool): the deployed path runs through TAFA's attention
+over the prototypes, and untrained assignments make it worse.
 """
 
 from __future__ import annotations
