@@ -94,7 +94,8 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
 # (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
 # `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image),
-# and the student's input size (`@student_size`).
+# the student's input size (`@student_size`), and the pool's images given their true labels (`@pool_labelled`, the
+# `unlabelled` setting's schedule on as many labelled images).
 ABLATION = {
     "default": {},
     "no L_t": {"w_t": 0.0},
@@ -123,6 +124,12 @@ ABLATION = {
     "student 64 px": {"@student_size": 64},
     "pseudo-label, student 64 px": {"@method": "pseudo-label", "@student_size": 64},
     "none, student 64 px": {"@method": "none", "@student_size": 64},  # labelled setting: the floor at that size
+    # a better labeller of the pool: the probe refitted on its most confident 60% of the pool's images of each class
+    "self-trained labeller": {"soft_self_train": 0.6},
+    "pseudo-label, self-trained labeller": {"@method": "pseudo-label", "soft_self_train": 0.6},
+    # the ceiling of the `unlabelled` setting: the student alone on as many images, every one with its true label
+    "none, pool's true labels": {"@method": "none", "@pool_labelled": True},
+    "none, pool's true labels, 2x epochs": {"@method": "none", "@pool_labelled": True, "@epochs_factor": 2},
 }
 
 
@@ -204,12 +211,16 @@ class Bench:
         cutmix = options.pop("@cutmix", 0.0)
         student_size = options.pop("@student_size", m.student_size)
         pooled = setting == "unlabelled"
+        per_class = per_class or m.train_per_class
+        pool_labelled = options.pop("@pool_labelled", False)
+        if pool_labelled:  # the pool's images and the labelled ones, all labelled (drawn alike from the training images)
+            per_class += m.unlabeled // len(self.classes)
         views = options.pop("@views", m.pool_views if pooled else m.teacher_views)
-        config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class or m.train_per_class),
+        config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
                                    teacher_size=m.teacher_size, student_size=student_size, method_options=options, augment_data=True,
                                    teacher_views=views, crop_area=crop_area, cutmix=cutmix,
-                                   unlabeled=self.pool if pooled else None)
+                                   unlabeled=self.pool if pooled and not pool_labelled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
                                                            "lr": m.pool_lr if pooled else m.lr})}
         if stages is not None:

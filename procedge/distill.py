@@ -46,7 +46,7 @@ from procedge.models.teacher import (
 from procedge.plots import training_curves_png
 from procedge.loader import CROP_AREA, arrays_at_sizes, default_workers, normalise
 from procedge.metrics import top1
-from procedge.probe import fit_linear_probe, probe_task_logits
+from procedge.probe import fit_linear_probe, probe_task_logits, self_trained_labeller
 from procedge.progress import info
 from procedge.run import RunDir
 from procedge.schema import first_error
@@ -350,18 +350,25 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     probe_rows = stratified_sample(labels, PROBE_IMAGES, config.train.seed)
     labelled_pooled = cache_train.pooled.read(probe_rows)
     probe = fit_linear_probe(labelled_pooled, labels[probe_rows], config.train.seed)
-    if teaching is not None:  # the probe's soft labels for every cached row, out-of-fold on the labelled images it was fitted on
-        teaching.task_logits = probe_task_logits(teaching, probe_rows, labelled_pooled, labels[probe_rows], len(labels), probe,
+    labeller = probe
+    if teaching is not None and unlabeled and method.config.w_soft > 0 and method.config.soft_self_train > 0:
+        labeller = self_trained_labeller(teaching, len(labels), probe, labelled_pooled, labels[probe_rows],
+                                         method.config.soft_self_train, PROBE_IMAGES, config.train.seed)
+    if teaching is not None:  # the labeller's soft labels for every cached row, out-of-fold on the labelled images the probe was fitted on
+        teaching.task_logits = probe_task_logits(teaching, probe_rows, labelled_pooled, labels[probe_rows], len(labels), labeller,
                                                  seed=config.train.seed)
     sample = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:PREPARE_IMAGES].sort().values
     method.prepare(teacher, cache_train.batch(sample), labels[sample])
     method.knowledge.fit_statistics((teaching or cache_train).pooled_chunks())  # the embedding target's scale, over the rows it is read for
-    history = train_student(run, config, backbone, method, teacher, data.training_set(), data.val, teaching, resume, probe)
+    history = train_student(run, config, backbone, method, teacher, data.training_set(), data.val, teaching, resume, labeller)
     if not main:
         return {}
 
     probe_acc = _probe_accuracy(probe, cache_val, data.val.labels)
     info(f"teacher linear probe: {probe_acc:.2%} on the held-out split")
+    labeller_acc = {} if labeller is probe else {"labeller_accuracy": _probe_accuracy(labeller, cache_val, data.val.labels)}
+    if labeller_acc:
+        info(f"the pool's labeller, the probe self-trained on the pool: {labeller_acc['labeller_accuracy']:.2%} on the held-out split")
     with atomic_path(run.teacher_probe) as tmp:
         torch.save(probe.state_dict(), tmp)
 
@@ -375,6 +382,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
         "method": config.method,
         "variants": [*method.student_variants, "teacher"],
         "teacher_probe_accuracy": probe_acc,
+        **labeller_acc,
         "student_accuracy": evaluate(deployed, data.val, s.input_size, workers=workers),
         **noaug,
         "fold_max_abs_diff": fold_max_abs_diff(backbone, method, data.val, config),
