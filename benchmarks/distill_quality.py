@@ -41,7 +41,7 @@ from procedge.config import RunConfig  # noqa: E402
 from procedge.data import ImageFiles, load_split  # noqa: E402
 from procedge.distill import SMALL_IMAGE_CROP_AREA, distill, resolve_config  # noqa: E402
 from procedge.io import read_json, write_json  # noqa: E402
-from procedge.methods.base import full_method_options  # noqa: E402
+from procedge.methods.base import full_method_options, reads_unlabelled  # noqa: E402
 from procedge.metrics import top1  # noqa: E402
 from procedge.models.load import load_trained  # noqa: E402
 from procedge.run import RunDir  # noqa: E402
@@ -112,7 +112,7 @@ ABLATION = {
     "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
     "plain student, emb + soft + logits": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0, "w_logits": 1.0},  # ProC-KD's shared terms
     "2x epochs": {"@epochs_factor": 2},  # the schedule: does fitting the soft labels more closely generalise?
-    "none, 2x epochs": {"@method": "none", "@epochs_factor": 2},  # the floor on that schedule
+    "none, 2x epochs": {"@method": "none", "@epochs_factor": 2, "@views": 8},  # the floor on that schedule (on 8 fixed views)
     "pseudo-label, 2x epochs": {"@method": "pseudo-label", "@epochs_factor": 2},  # the reference on that schedule
     "flip only": {"@crop_area": 1.0},  # no crops: the probe's soft labels are more often right on flipped images than on crops
     "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
@@ -123,13 +123,14 @@ ABLATION = {
     # the student's resolution: at 64 px (CIFAR upscaled) resnet18 ends in a 2x2 map instead of 1x1, at 4x the compute
     "student 64 px": {"@student_size": 64},
     "pseudo-label, student 64 px": {"@method": "pseudo-label", "@student_size": 64},
-    "none, student 64 px": {"@method": "none", "@student_size": 64},  # labelled setting: the floor at that size
-    # a better labeller of the pool: the probe refitted on its most confident 60% of the pool's images of each class
-    "self-trained labeller": {"soft_self_train": 0.6},
-    "pseudo-label, self-trained labeller": {"@method": "pseudo-label", "soft_self_train": 0.6},
+    "none, student 64 px": {"@method": "none", "@student_size": 64, "@views": 8},  # labelled setting: the floor at that size
     # the ceiling of the `unlabelled` setting: the student alone on as many images, every one with its true label
-    "none, pool's true labels": {"@method": "none", "@pool_labelled": True},
-    "none, pool's true labels, 2x epochs": {"@method": "none", "@pool_labelled": True, "@epochs_factor": 2},
+    "none, pool's true labels": {"@method": "none", "@pool_labelled": True, "@views": 2},  # on the setting's 2 fixed views
+    "none, pool's true labels, 2x epochs": {"@method": "none", "@pool_labelled": True, "@epochs_factor": 2, "@views": 2},
+    "none, pool's true labels, fresh crops": {"@method": "none", "@pool_labelled": True, "@views": 0},  # a new random crop each epoch
+    "none, 8 views": {"@method": "none", "@views": 8},  # the student alone on 8 fixed views (`none`'s default before 2026-11-24)
+    "pseudo-label, fresh crops": {"@method": "pseudo-label", "@views": 0},  # the probe's label of the image on every crop of it
+    "fresh crops": {"@views": 0},  # the teacher's centre-crop outputs, its maps cropped and mirrored to each fresh crop
 }
 
 
@@ -215,7 +216,10 @@ class Bench:
         pool_labelled = options.pop("@pool_labelled", False)
         if pool_labelled:  # the pool's images and the labelled ones, all labelled (drawn alike from the training images)
             per_class += m.unlabeled // len(self.classes)
-        views = options.pop("@views", m.pool_views if pooled else m.teacher_views)
+        if "@views" in options:
+            views = options.pop("@views")
+        else:  # a method with no term on the teacher's outputs (`none`) takes procedge's choice: a fresh crop every epoch
+            views = (m.pool_views if pooled else m.teacher_views) if reads_unlabelled(method, options) else None
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
                                    teacher_size=m.teacher_size, student_size=student_size, method_options=options, augment_data=True,

@@ -116,11 +116,13 @@ def targets(name) -> None:
 @click.option("--teacher-size", type=click.IntRange(16, 1024),
               help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 96 on the embedded data).")
 @click.option("--student-size", type=click.IntRange(16, 1024), help="Student input size in pixels (default: the target's, or 64 on the embedded data).")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Random-resized crops and flips of the training images (the cached teacher maps are cropped and flipped with them).")
+@click.option("--augment/--no-augment", default=None, help="Random-resized crops and flips of the training images (the cached "
+              "teacher maps are cropped and flipped with them). Default: on with cached teacher views (--teacher-views) and for a "
+              "method with no term on the teacher's outputs (e.g. none: a fresh crop every epoch); off otherwise.")
 @click.option("--teacher-views", type=click.IntRange(0, 64),
               help="Cache the teacher's outputs on N fixed augmented views of each training image and train the student on exactly "
                    "those views (consistent teaching; implies --augment; N teacher passes over the data, once). Default: chosen "
-                   "from the number of training images (8 up to 1,000, 4 up to 5,000, else 0).")
+                   "from the number of training images (8 up to 1,000, 4 up to 5,000, else 0); 0 for a method with no term on the teacher's outputs.")
 @click.option("--crop-area", type=click.FloatRange(0, 1, min_open=True),
               help="Smallest area share of a training crop (random-resized crop). Default: 0.35, or 0.8 for images under 112 px.")
 @click.option("--cutmix", type=click.FloatRange(0, 1), default=0.0, show_default=True,

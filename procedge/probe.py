@@ -64,37 +64,3 @@ def probe_task_logits(rows, fitted: torch.Tensor, fitted_pooled: torch.Tensor, f
         parts.append(logits)
         start += len(chunk)
     return torch.cat(parts)
-
-
-@torch.no_grad()
-def self_trained_labeller(rows, labelled: int, probe: nn.Linear, fitted_pooled: torch.Tensor, fitted_labels: torch.Tensor,
-                          share: float, max_rows: int, seed: int = 0) -> nn.Linear:
-    """The probe refitted once on the labelled images plus its own most confident labels of the unlabelled pool.
-
-    `rows` (a `CacheRows`) holds every training image's cached views; images from `labelled` on are the pool. A pool
-    image's class probabilities are the probe's mean over its views. Within each predicted class the `share` most
-    confident images are kept (class by class, so a class the probe favours cannot crowd the others out), fewer when
-    their views would pass `max_rows`; the refit sees every view of a kept image with the probe's label.
-    """
-    images, classes = int(rows.image_index.max()) + 1, probe.out_features
-    probs, seen = torch.zeros(images, classes), torch.zeros(images)
-    start = 0
-    for chunk in rows.pooled_chunks():
-        image = rows.image_index[start:start + len(chunk)]
-        probs.index_add_(0, image, probe(chunk.float()).softmax(1))
-        seen.index_add_(0, image, torch.ones(len(image)))
-        start += len(chunk)
-    confidence, predicted = (probs / seen.clamp_min(1)[:, None]).max(1)
-    pool = torch.arange(labelled, images)
-    share = min(share, max_rows / max(len(rows) - int(seen[:labelled].sum()), 1))
-    keep = torch.zeros(images, dtype=torch.bool)
-    for cls in range(classes):
-        members = pool[predicted[pool] == cls]
-        keep[members[confidence[members].argsort(descending=True)[:int(share * len(members))]]] = True
-    features, labels, start = [fitted_pooled.float()], [fitted_labels], 0
-    for chunk in rows.pooled_chunks():
-        image = rows.image_index[start:start + len(chunk)]
-        features.append(chunk[keep[image]].float())
-        labels.append(predicted[image[keep[image]]])
-        start += len(chunk)
-    return fit_linear_probe(torch.cat(features), torch.cat(labels), seed)

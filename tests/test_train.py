@@ -219,6 +219,17 @@ def test_schedule_is_chosen_from_the_data():
     demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
     assert (demo.epochs, demo.teacher_views, demo.batch_size) == (12, 4, 256)
     assert (photos.crop_area, cifar_pool.crop_area, mnist.crop_area) == (0.35, 0.8, 0.8)  # small images keep their object
+    alone = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False, reads_teacher=False)
+    assert alone.teacher_views == 0  # no teacher targets to keep consistent with fixed views
+
+
+def test_the_student_alone_trains_on_fresh_crops_and_a_distilled_one_on_cached_views(cifar_small):
+    alone, _ = resolve_config("intel-cpu", data=cifar_small, method="none", student="resnet10t")
+    distilled, _ = resolve_config("intel-cpu", data=cifar_small, method="proc-kd", student="resnet10t")
+    assert (alone.data.teacher_views, alone.data.augment) == (0, True)
+    assert (distilled.data.teacher_views, distilled.data.augment) == (8, True)
+    plain, _ = resolve_config("intel-cpu", data=cifar_small, method="none", student="resnet10t", augment_data=False)
+    assert not plain.data.augment  # --no-augment is kept
 
 
 def test_user_photos_get_a_pretrained_student_with_a_fine_tuning_schedule(cifar_small):

@@ -8,8 +8,7 @@ Three terms, each off unless its weight is set (every method's config has these 
   distribution (e.g. its 1,000 ImageNet classes), temperature-scaled KL;
 - `soft`: the student's task logits follow the teacher's linear probe's soft labels (temperature-scaled
   KL). For a labelled image the probe is one that did not see it (out-of-fold), so the target says more
-  than the label; for a pool image it is the probe fitted on every labelled image, or with `soft_self_train`
-  that probe refitted once with its most confident labels of the pool added (self-training).
+  than the label; for a pool image it is the probe fitted on every labelled image.
 
 None of them needs labels, so they run on every image the teacher saw, labelled or not.
 """
@@ -38,8 +37,6 @@ class KnowledgeOptions(StrictModel):
     logits_temperature: float = Field(2.0, gt=0, description="T of the `logits` term")
     w_soft: float = Field(0.0, ge=0, description="label-free: KL to the teacher probe's soft labels (out-of-fold on labelled images)")
     soft_temperature: float = Field(1.0, gt=0, description="T of the `soft` term")
-    soft_self_train: float = Field(0.0, ge=0, le=1, description="soft, with an unlabelled pool: refit the probe once on its "
-                                   "labels of this share of the pool's images, the most confident of each class (0: off)")
 
 
 def soft_kl(student_logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
