@@ -93,7 +93,8 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 # ProC-KD ablation (validation split): each term off in turn, the prototype path off, prototypes, initialisation, and the
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
 # (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
-# `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image),
+# `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image;
+# `@augment`: False for none at all),
 # the student's input size (`@student_size`), and the pool's images given their true labels (`@pool_labelled`, the
 # `unlabelled` setting's schedule on as many labelled images).
 ABLATION = {
@@ -131,6 +132,7 @@ ABLATION = {
     "none, 8 views": {"@method": "none", "@views": 8},  # the student alone on 8 fixed views (`none`'s default before 2026-11-24)
     "pseudo-label, fresh crops": {"@method": "pseudo-label", "@views": 0},  # the probe's label of the image on every crop of it
     "fresh crops": {"@views": 0},  # the teacher's centre-crop outputs, its maps cropped and mirrored to each fresh crop
+    "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 5,000 training images
 }
 
 
@@ -210,6 +212,7 @@ class Bench:
         epochs_factor = options.pop("@epochs_factor", 1)
         crop_area = options.pop("@crop_area", m.crop_area)
         cutmix = options.pop("@cutmix", 0.0)
+        augment = options.pop("@augment", True)
         student_size = options.pop("@student_size", m.student_size)
         pooled = setting == "unlabelled"
         per_class = per_class or m.train_per_class
@@ -222,7 +225,7 @@ class Bench:
             views = (m.pool_views if pooled else m.teacher_views) if reads_unlabelled(method, options) else None
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class),
                                    student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
-                                   teacher_size=m.teacher_size, student_size=student_size, method_options=options, augment_data=True,
+                                   teacher_size=m.teacher_size, student_size=student_size, method_options=options, augment_data=augment,
                                    teacher_views=views, crop_area=crop_area, cutmix=cutmix,
                                    unlabeled=self.pool if pooled and not pool_labelled else None)
         update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,

@@ -122,7 +122,7 @@ def targets(name) -> None:
 @click.option("--teacher-views", type=click.IntRange(0, 64),
               help="Cache the teacher's outputs on N fixed augmented views of each training image and train the student on exactly "
                    "those views (consistent teaching; implies --augment; N teacher passes over the data, once). Default: chosen "
-                   "from the number of training images (8 up to 1,000, 4 up to 5,000, else 0); 0 for a method with no term on the teacher's outputs.")
+                   "from the number of training images (8 up to 1,000, 4 up to 5,000, 2 up to 20,000, else 0); 0 for a method with no term on the teacher's outputs.")
 @click.option("--crop-area", type=click.FloatRange(0, 1, min_open=True),
               help="Smallest area share of a training crop (random-resized crop). Default: 0.35, or 0.8 for images under 112 px.")
 @click.option("--cutmix", type=click.FloatRange(0, 1), default=0.0, show_default=True,

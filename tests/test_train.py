@@ -211,7 +211,9 @@ def test_schedule_is_chosen_from_the_data():
     photos = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False)
     assert (photos.epochs, photos.teacher_views, photos.teacher_size) == (60, 8, 224)
     cifar_pool = Schedule.for_data(labelled=1000, pool=10_000, image_side=32, native_size=224, embedded=False)
-    assert (cifar_pool.epochs, cifar_pool.teacher_views, cifar_pool.teacher_size) == (5, 0, 160)  # small images: 160 px
+    assert (cifar_pool.epochs, cifar_pool.teacher_views, cifar_pool.teacher_size) == (5, 2, 160)  # small images: 160 px
+    large = Schedule.for_data(labelled=50_000, pool=0, image_side=32, native_size=224, embedded=False)
+    assert large.teacher_views == 0  # past 20,000 images the teacher passes of cached views cost too much
     mnist = Schedule.for_data(labelled=4000, pool=0, image_side=28, native_size=224, embedded=True)
     assert (mnist.epochs, mnist.teacher_views, mnist.teacher_size) == (6, 4, 96)
     assert photos.fine_tuning().epochs == 15 and cifar_pool.fine_tuning().epochs == 5  # a pretrained student needs fewer
