@@ -132,7 +132,7 @@ ABLATION = {
     "none, 8 views": {"@method": "none", "@views": 8},  # the student alone on 8 fixed views (`none`'s default before 2026-11-24)
     "pseudo-label, fresh crops": {"@method": "pseudo-label", "@views": 0},  # the probe's label of the image on every crop of it
     "fresh crops": {"@views": 0},  # the teacher's centre-crop outputs, its maps cropped and mirrored to each fresh crop
-    "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 5,000 training images
+    "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 20,000 images (5,000 before)
 }
 
 
