@@ -128,6 +128,10 @@ def targets(name) -> None:
 @click.option("--cutmix", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of the unlabelled pool's training views that get a box of another pool image pasted in (CutMix; the "
                    "teacher's cached targets are for the mixed views, so it needs cached views: 2 unless --teacher-views says).")
+@click.option("--live-teacher/--cached-teacher", default=None,
+              help="Run the teacher on every training view instead of caching fixed views: a target for a fresh random crop "
+                   "each epoch, with more epochs (implies --augment; one teacher pass per student image). Default: live for a "
+                   "run with an unlabelled pool on a CUDA device, cached views otherwise.")
 @click.option("--unlabeled", type=click.Path(path_type=Path),
               help="A folder of unlabelled images (any depth; class folders ignored): the methods' label-free terms run on them "
                    "too. Images also in the held-out split are dropped and counted.")
@@ -148,8 +152,8 @@ def targets(name) -> None:
               help="Run from this config.yaml (a run's saved one reproduces it); data and training options given here override it.")
 @click.pass_context
 def distill(ctx, target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment,
-            teacher_views, crop_area, cutmix, unlabeled, labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size, workers, device, method_option,
-            config_file):
+            teacher_views, crop_area, cutmix, live_teacher, unlabeled, labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size,
+            workers, device, method_option, config_file):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
     from procedge import distributed
     from procedge.distill import distill as run_distill
@@ -192,7 +196,8 @@ def distill(ctx, target, teacher, teacher_weights, data, student, student_weight
     check_out_dir(out, overwrite)
     config, sizing = resolve_config(target, teacher, teacher_weights, data, student, method, epochs, seed, teacher_size, student_size,
                                     method_options=method_options, augment_data=augment, lr=lr, batch_size=batch_size,
-                                    teacher_views=teacher_views, crop_area=crop_area, cutmix=cutmix, unlabeled=unlabeled, labels_per_class=labels_per_class,
+                                    teacher_views=teacher_views, crop_area=crop_area, cutmix=cutmix, live_teacher=live_teacher, unlabeled=unlabeled,
+                                    labels_per_class=labels_per_class,
                                     max_unlabeled=max_unlabeled, student_weights=student_weights,
                                     student_pretrained=student_pretrained, workers=workers, device=device)
     run_distill(config, out, sizing, overwrite=overwrite)

@@ -45,13 +45,18 @@ class DataConfig(StrictModel):
     max_unlabeled: int | None = Field(None, ge=1, description="cap on the unlabelled pool (a seeded sample)")
     cutmix: float = Field(0.0, ge=0, le=1, description="share of the unlabelled pool's training views that get a box of another "
                                                         "pool image pasted in (CutMix); the teacher's targets are for the mixed view")
+    live_teacher: bool = Field(False, description="run the frozen teacher on every training view instead of caching fixed views: "
+                                                  "a target for a fresh random crop each epoch, at one teacher pass per student "
+                                                  "image (needs augment; for a GPU)")
 
     @model_validator(mode="after")
     def _views_need_augment(self) -> "DataConfig":
         if self.teacher_views and not self.augment:
             raise ValueError("teacher_views needs augment: true")
-        if self.cutmix and not self.teacher_views:
-            raise ValueError("cutmix needs teacher_views > 0 (the teacher's cached targets must be for the mixed views)")
+        if self.live_teacher and (self.teacher_views or not self.augment):
+            raise ValueError("live_teacher needs augment: true and teacher_views: 0 (it replaces the cached views)")
+        if self.cutmix and not (self.teacher_views or self.live_teacher):
+            raise ValueError("cutmix needs teacher_views > 0 or live_teacher (the teacher's targets must be for the mixed views)")
         if self.cutmix and self.unlabeled is None and self.labels_per_class is None:
             raise ValueError("cutmix mixes unlabelled pool images: it needs unlabeled or labels_per_class")
         return self

@@ -11,6 +11,7 @@ student and the teacher run in bf16 autocast, channels-last, from pinned memory.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -142,7 +143,8 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     device, world, rank = distributed.device(t.device), distributed.world_size(), distributed.rank()
     acc = Accelerator(device)
     workers = default_workers() if t.workers is None else t.workers
-    distiller = acc.prepare(Distiller(backbone, method, teacher, None if probe is None else probe.to(device)))
+    live_probe = None if probe is None else copy.deepcopy(probe).to(device)  # the caller's probe stays where it is (CPU)
+    distiller = acc.prepare(Distiller(backbone, method, teacher, live_probe))
     model: nn.Module = DistributedDataParallel(distiller) if world > 1 else distiller
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)

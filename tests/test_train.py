@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -223,6 +224,44 @@ def test_schedule_is_chosen_from_the_data():
     assert (photos.crop_area, cifar_pool.crop_area, mnist.crop_area) == (0.35, 0.8, 0.8)  # small images keep their object
     alone = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False, reads_teacher=False)
     assert alone.teacher_views == 0  # no teacher targets to keep consistent with fixed views
+    live = Schedule.for_data(labelled=1000, pool=10_000, image_side=32, native_size=224, embedded=False, live_teacher=True)
+    assert (live.epochs, live.teacher_views, live.batch_size) == (60, 0, 256)  # new views every epoch keep paying for longer
+    assert Schedule.for_data(labelled=1000, pool=49_000, image_side=32, native_size=224, embedded=False, live_teacher=True).epochs == 14
+
+
+def test_a_pool_run_on_a_gpu_takes_the_teacher_live(cifar_small):
+    """Live on every fresh crop where a CUDA device makes it cheap and a pool makes it pay; cached views otherwise. Nothing
+    here touches CUDA: the choice reads the --device string (auto: whether PyTorch sees a GPU)."""
+    pool = {"student": "resnet10t", "labels_per_class": 5}
+    gpu, _ = resolve_config("intel-cpu", device="cuda", **pool)
+    assert (gpu.data.live_teacher, gpu.data.teacher_views, gpu.data.augment, gpu.train.epochs) == (True, 0, True, 60)
+    cpu, _ = resolve_config("intel-cpu", device="cpu", **pool)
+    assert (cpu.data.live_teacher, cpu.data.teacher_views) == (False, 4)
+    assert not resolve_config("intel-cpu", device="cuda", teacher_views=2, **pool)[0].data.live_teacher  # views asked for
+    assert not resolve_config("intel-cpu", device="cuda", live_teacher=False, **pool)[0].data.live_teacher  # --cached-teacher
+    assert not resolve_config("intel-cpu", device="cuda", data=cifar_small, student="resnet10t")[0].data.live_teacher  # no pool
+    assert not resolve_config("intel-cpu", device="cuda", method="none", live_teacher=True, **pool)[0].data.live_teacher  # reads no teacher
+    asked, _ = resolve_config("intel-cpu", device="cpu", live_teacher=True, **pool)
+    assert (asked.data.live_teacher, asked.data.teacher_views) == (True, 0)
+    with pytest.raises(ProcedgeError, match="drop --teacher-views"):
+        resolve_config("intel-cpu", live_teacher=True, teacher_views=2, **pool)
+    with pytest.raises(ValueError, match="live_teacher needs augment"):
+        asked.data.model_validate({**asked.data.model_dump(), "teacher_views": 2})
+
+
+def test_a_live_teacher_run_trains_on_the_pool_without_a_view_cache(tmp_path, monkeypatch):
+    import procedge.distill as distill_module
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("a live-teacher run must not cache teacher views")
+
+    monkeypatch.setattr(distill_module, "teaching_cache", no_cache)
+    config, _ = resolve_config("intel-cpu", student="resnet10t", teacher_size=32, student_size=32, labels_per_class=3,
+                               live_teacher=True, epochs=1)
+    metrics = distill_module.distill(config, tmp_path / "run")
+    assert (metrics["train_images"], metrics["unlabeled_images"]) == (30, 3970)  # the embedded 4,000 less 3 labels a class
+    terms = {k: v for k, v in metrics["history"][0].items() if k.startswith("loss_")}
+    assert all(math.isfinite(v) for v in terms.values()) and terms["loss_soft"] > 0 and terms["loss_emb"] > 0  # the live teacher's
 
 
 def test_the_student_alone_trains_on_fresh_crops_and_a_distilled_one_on_cached_views(cifar_small):

@@ -34,8 +34,9 @@ def student_stage_paths(backbone: nn.Module, count: int) -> list[str]:
 class Distiller(nn.Module):
     """Student backbone plus a method's trainable parts; one forward gives the named loss terms (DDP wraps this).
 
-    The frozen teacher is held outside the module tree (never wrapped, saved or trained); it runs here
-    only for methods that need it live, on `teacher_images`; otherwise its cached `teacher_output` is used.
+    The frozen teacher is held outside the module tree (never wrapped, saved or trained); it runs here on
+    `teacher_images` when the run has no cache (`live_teacher`, or a method that needs it live); otherwise its cached
+    `teacher_output` is used.
     """
 
     def __init__(self, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher | None = None, probe: nn.Linear | None = None):
@@ -48,12 +49,22 @@ class Distiller(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor, teacher_output: TeacherOutput | None = None,
                 teacher_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if teacher_output is None:
-            teacher_output = self.method.teacher_forward(self._teacher[0], teacher_images)
-            if self._probe[0] is not None:
-                with torch.no_grad():
-                    teacher_output.task_logits = self._probe[0](teacher_output.pooled.detach().float())
+            teacher_output = self._live_teacher(teacher_images)
         final = self.backbone.forward_features(images)
         return self.method.losses(StudentFeatures(final, self._tap.take()), teacher_output, labels)
+
+    def _live_teacher(self, images: torch.Tensor) -> TeacherOutput:
+        """The teacher on this step's views: through the method where gradients must reach it (PAT's prompts), else
+        without a graph; the frozen probe adds its soft labels on the task."""
+        if self.method.needs_live_teacher:
+            output = self.method.teacher_forward(self._teacher[0], images)
+        else:
+            with torch.no_grad():
+                output = self._teacher[0](images)
+        if self._probe[0] is not None:
+            with torch.no_grad():
+                output.task_logits = self._probe[0](output.pooled.detach().float())
+        return output
 
 
 def build_student(config: RunConfig, teacher: nn.Module, num_classes: int, initial_weights: bool = True) -> tuple[nn.Module, DistillMethod]:
