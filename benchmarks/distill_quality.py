@@ -200,7 +200,7 @@ class Bench:
         return make_subset(self.cifar, self.work / f"data-{per_class}-{self.mode.val_per_class}", per_class, self.mode.val_per_class)
 
     def runs_dir(self, setting: str, per_class: int, live: bool = False) -> Path:
-        """Where a setting's runs go; `live`: those of a method that reads the teacher, in the `--live-teacher` mode."""
+        """Where a setting's runs go; `live`: those whose config runs the teacher live (the `--live-teacher` mode)."""
         m = self.mode
         views = "live" if live else f"views{m.teacher_views if setting == 'labelled' else m.pool_views}"
         if setting == "labelled":
@@ -338,9 +338,9 @@ def cell_rows(bench: Bench, cell: Cell, cached_only: bool) -> list[dict]:
     """The runs of a cell (`none` has no pool to use: its `unlabelled` cell is the labelled-only student)."""
     setting = "labelled" if cell.method == "none" else cell.setting
     options = bench.mode.method_options.get(cell.method, {})
-    runs = bench.runs_dir(setting, cell.per_class, live=bench.mode.live_teacher and reads_unlabelled(cell.method, options))
-    rows = [bench.run(f"{cell.method}-s{seed}", bench.config(cell.method, seed, options, setting=setting, per_class=cell.per_class),
-                      runs=runs, cached_only=cached_only) for seed in cell.seeds]
+    configs = {seed: bench.config(cell.method, seed, options, setting=setting, per_class=cell.per_class) for seed in cell.seeds}
+    runs = bench.runs_dir(setting, cell.per_class, live=configs[cell.seeds[0]].data.live_teacher)
+    rows = [bench.run(f"{cell.method}-s{seed}", config, runs=runs, cached_only=cached_only) for seed, config in configs.items()]
     return [r for r in rows if r is not None]
 
 
