@@ -8,6 +8,8 @@
     python benchmarks/distill_quality.py --live-teacher        # for a GPU: the teacher live on every fresh crop, 3x the pool epochs
     python benchmarks/distill_quality.py --assess              # also: teacher assessment ranking vs the students it gives
     python benchmarks/distill_quality.py --ablation            # ProC-KD ablation, validation split only
+    python benchmarks/distill_quality.py --skip-compare --ablation "4 views, 3x epochs" --ablation-setting unlabelled \
+        --seeds 0,1,2 --ablation-test                          # a variant chosen on val, on test over 3 seeds
 
 Two settings: `labelled` (the labelled images only) and `unlabelled` (plus a pool of CIFAR-10 training
 images used without labels, disjoint from the labelled, validation and test images). The same student,
@@ -114,6 +116,7 @@ ABLATION = {
     "stages=last": {"@stages": -1},
     "plain student, emb + soft": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0},  # the label-free terms without ProC-KD
     "plain student, emb + soft + logits": {"@method": "none", "w_emb": 1.0, "w_soft": 1.0, "w_logits": 1.0},  # ProC-KD's shared terms
+    "0.25x epochs": {"@epochs_factor": 0.25},  # with the pool: the 5 epochs procedge gave 11,000 images until 2026-11-24
     "2x epochs": {"@epochs_factor": 2},  # the schedule: does fitting the soft labels more closely generalise?
     "none, 2x epochs": {"@method": "none", "@epochs_factor": 2, "@views": 8},  # the floor on that schedule (on 8 fixed views)
     "pseudo-label, 2x epochs": {"@method": "pseudo-label", "@epochs_factor": 2},  # the reference on that schedule
@@ -121,6 +124,8 @@ ABLATION = {
     "cutmix 0.5": {"@cutmix": 0.5},  # half the pool's cached views mixed (teacher on the mixed view): more distinct teacher queries
     "4 views": {"@views": 4},  # twice the cached views of every image: more teacher queries, with crops
     "4 views, 3x epochs": {"@views": 4, "@epochs_factor": 3},  # more distinct teacher-labelled views, seen as often as 2 in 20 epochs
+    "8 views, 3x epochs": {"@views": 8, "@epochs_factor": 3},  # twice those views again: how far cached views go towards live
+    "pseudo-label, 4 views, 3x epochs": {"@method": "pseudo-label", "@views": 4, "@epochs_factor": 3},  # the reference there
     "16 views": {"@views": 16},  # labelled setting: twice its 8 cached views
     "none, 16 views": {"@method": "none", "@views": 16},  # the student alone on the same 16 views
     "flip only, 2x epochs": {"@crop_area": 1.0, "@epochs_factor": 2},  # the two single-seed gains together
@@ -140,7 +145,7 @@ ABLATION = {
     "pseudo-label, live teacher": {"@method": "pseudo-label", "@views": 0, "@live": True},
     "live teacher, 3x epochs": {"@views": 0, "@live": True, "@epochs_factor": 3},  # fresh crops keep adding: under-trained?
     "pseudo-label, live teacher, 3x epochs": {"@method": "pseudo-label", "@views": 0, "@live": True, "@epochs_factor": 3},
-    "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 20,000 images (5,000 before)
+    "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 20,000 images until 2026-11-24
 }
 
 
@@ -441,24 +446,35 @@ def assess_vs_reality(bench: Bench) -> dict:
     return {"spearman_rho": rho, "teachers": rows, "assessment": assessment, "assess_seconds": assess_seconds}
 
 
-def ablation(bench: Bench, variants: list[str], setting: str = "labelled") -> dict:
-    """ProC-KD variants on the validation split (one seed) in one setting, against `none` on the same split."""
-    seed, n = bench.mode.seeds[0], bench.mode.train_per_class
-    floor = bench.run(f"none-s{seed}", bench.config("none", seed, {}), test=False, runs=bench.runs_dir("labelled", n))["val_accuracy"]
-    rows = {}
-    for name in variants:
-        options = dict(ABLATION[name])
-        method = options.pop("@method", "proc-kd")
-        label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '')}-s{seed}"
-        rows[name] = bench.run(label, bench.config(method, seed, options, setting=setting), test=False,
-                               runs=bench.runs_dir(setting, n))["val_accuracy"]
-    table = Table(title=f"ProC-KD ablation ({setting}), validation split, seed {seed} (none: {floor:.2%})")
-    for column in ("variant", "val acc", "vs default", "vs none"):
+def ablation(bench: Bench, variants: list[str], setting: str = "labelled", test: bool = False) -> dict:
+    """ProC-KD variants on the validation split in one setting, against `none` on the same split, for each of the mode's
+    seeds. `test`: also score the variants on the test split, for one chosen on val (never to choose between them)."""
+    n = bench.mode.train_per_class
+    floors, rows = {}, {name: [] for name in variants}
+    for seed in bench.mode.seeds:
+        floors[seed] = bench.run(f"none-s{seed}", bench.config("none", seed, {}), test=test, runs=bench.runs_dir("labelled", n))
+        for name in variants:
+            options = dict(ABLATION[name])
+            method = options.pop("@method", "proc-kd")
+            label = f"proc-kd-s{seed}" if not options else f"ablation-{name.replace(' ', '_').replace('=', '')}-s{seed}"
+            row = bench.run(label, bench.config(method, seed, options, setting=setting), test=test, runs=bench.runs_dir(setting, n))
+            rows[name].append({key: row[key] for key in ("seed", "val_accuracy", "test_accuracy", "train_seconds", "history") if key in row})
+    splits = ("val_accuracy", "test_accuracy") if test else ("val_accuracy",)
+    floor = {split: statistics.mean(row[split] for row in floors.values()) for split in splits}
+    seeds = ",".join(map(str, bench.mode.seeds))
+    table = Table(title=f"ProC-KD ablation ({setting}), seeds {seeds}, mean (none: {', '.join(f'{v:.2%}' for v in floor.values())})")
+    for column in ("variant", *(s.replace("_accuracy", " acc") for s in splits), "std", "vs default", "vs none"):
         table.add_column(column)
-    for name, acc in rows.items():
-        table.add_row(name, f"{acc:.2%}", f"{(acc - rows.get('default', acc)) * 100:+.2f} pt", f"{(acc - floor) * 100:+.2f} pt")
+    means = {name: {split: statistics.mean(r[split] for r in runs) for split in splits} for name, runs in rows.items()}
+    last = splits[-1]  # the split the comparisons read: test where asked, else val
+    for name, mean in means.items():
+        spread = statistics.stdev(r[last] for r in rows[name]) if len(rows[name]) > 1 else 0.0
+        default = means.get("default", mean)[last]
+        table.add_row(name, *(f"{mean[s]:.2%}" for s in splits), f"{spread * 100:.2f}",
+                      f"{(mean[last] - default) * 100:+.2f} pt", f"{(mean[last] - floor[last]) * 100:+.2f} pt")
     console.print(table)
-    return {"setting": setting, "none_val_accuracy": floor, "variants": rows}
+    return {"setting": setting, "seeds": list(bench.mode.seeds), "none": {str(seed): {s: row[s] for s in splits} for seed, row in floors.items()},
+            "none_mean": floor, "variants": rows, "means": means}
 
 
 def probe_on_crops(bench: Bench, areas: tuple[float, ...] = (0.35, 0.6, 0.8, 1.0)) -> dict:
@@ -504,6 +520,8 @@ def main() -> None:
     parser.add_argument("--assess", action="store_true", help="also rank the benchmark teachers and correlate with their students")
     parser.add_argument("--ablation", nargs="?", const="all", help="ProC-KD ablation on the validation split: 'all' or ';'-separated variant names")
     parser.add_argument("--ablation-setting", choices=SETTINGS, default="labelled", help="the setting the ablation runs in")
+    parser.add_argument("--ablation-test", action="store_true", help="also score the ablation's variants (and none) on the test "
+                        "split: only for a variant already chosen on the validation split")
     parser.add_argument("--crop-probe", action="store_true", help="also score the teacher probe on training-style crops of the "
                         "validation images, by smallest crop area (why small images get milder crops)")
     parser.add_argument("--skip-compare", action="store_true", help="only the assessment, the ablation and/or the crop probe")
@@ -556,7 +574,8 @@ def main() -> None:
     if args.assess:
         results["assessment"] = assess_vs_reality(bench)
     if args.ablation:
-        results["ablation"] = ablation(bench, list(ABLATION) if args.ablation == "all" else args.ablation.split(";"), args.ablation_setting)
+        results["ablation"] = ablation(bench, list(ABLATION) if args.ablation == "all" else args.ablation.split(";"), args.ablation_setting,
+                                       args.ablation_test)
     results["wall_seconds"] = time.perf_counter() - started
     out = args.out or REPO / "benchmarks" / "results" / f"distill_quality_{mode.name}.json"
     write_json(out, results)

@@ -117,12 +117,13 @@ def targets(name) -> None:
               help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 96 on the embedded data).")
 @click.option("--student-size", type=click.IntRange(16, 1024), help="Student input size in pixels (default: the target's, or 64 on the embedded data).")
 @click.option("--augment/--no-augment", default=None, help="Random-resized crops and flips of the training images (the cached "
-              "teacher maps are cropped and flipped with them). Default: on with cached teacher views (--teacher-views) and for a "
-              "method with no term on the teacher's outputs (e.g. none: a fresh crop every epoch); off otherwise.")
+              "teacher maps are cropped and flipped with them). Default: on: cached teacher views are augmented views, and without "
+              "them every epoch takes a fresh crop (on the teacher's centre-crop targets, for a method that reads the teacher).")
 @click.option("--teacher-views", type=click.IntRange(0, 64),
               help="Cache the teacher's outputs on N fixed augmented views of each training image and train the student on exactly "
                    "those views (consistent teaching; implies --augment; N teacher passes over the data, once). Default: chosen "
-                   "from the number of training images (8 up to 1,000, 4 up to 5,000, 2 up to 20,000, else 0); 0 for a method with no term on the teacher's outputs.")
+                   "from the number of training images (8 up to 1,000, 4 up to 5,000, 2 up to 20,000, else 0; with an unlabelled pool "
+                   "as many as 44,000 teacher passes allow, up to 8, 0 below 2); 0 for a method with no term on the teacher's outputs.")
 @click.option("--crop-area", type=click.FloatRange(0, 1, min_open=True),
               help="Smallest area share of a training crop (random-resized crop). Default: 0.35, or 0.8 for images under 112 px.")
 @click.option("--cutmix", type=click.FloatRange(0, 1), default=0.0, show_default=True,
@@ -130,7 +131,7 @@ def targets(name) -> None:
                    "teacher's cached targets are for the mixed views, so it needs cached views: 2 unless --teacher-views says).")
 @click.option("--live-teacher/--cached-teacher", default=None,
               help="Run the teacher on every training view instead of caching fixed views: a target for a fresh random crop "
-                   "each epoch, with more epochs (implies --augment; one teacher pass per student image). Default: live for a "
+                   "each epoch (implies --augment; one teacher pass per student image). Default: live for a "
                    "run with an unlabelled pool on a CUDA device, cached views otherwise.")
 @click.option("--unlabeled", type=click.Path(path_type=Path),
               help="A folder of unlabelled images (any depth; class folders ignored): the methods' label-free terms run on them "

@@ -59,15 +59,14 @@ EMBEDDED_TEACHER_SIZE = 96
 EMBEDDED_STUDENT_SIZE = 64
 EMBEDDED_TRAIN_IMAGES = 4000
 SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training images) when the epochs are chosen for the data
-# With an unlabelled pool, the label-free terms need more steps than the labels (CIFAR-10 validation split, pseudo-label with
-# a 10,000-image pool: 10 epochs at batch 64 gave +0.6 points over the student alone, 20 at batch 256 and 4e-3 gave +7.3;
-# batch 256 also trains 1.8x the images/s on 2 cores).
-POOL_SCHEDULE_IMAGES = 48_000
+# With an unlabelled pool, the label-free terms need many more steps than the labels, and new views to spend them on.
+# CIFAR-10 validation split, 1,000 labelled + 10,000 pool images, ProC-KD, seed 0, batch 256 at 4e-3: on 2 cached views
+# 5 epochs gave 48.5% (the student alone: 48.6%), 20 epochs 63.5%, 40 epochs 63.1%; at 60 epochs 4 cached views gave
+# 66.7%, 8 gave 67.5%, fresh crops on the centre crop's targets 66.3%, and the teacher live on every crop 70.5% (an H100).
+POOL_SCHEDULE_IMAGES = 660_000
 POOL_BATCH_SIZE, POOL_LR = 256, 4e-3
-# A live teacher gives every epoch new views with their own targets, so it keeps paying for longer (CIFAR-10 validation
-# split, 1,000 labelled + 10,000 pool images, seed 0, on an H100): ProC-KD 61.8% at 20 epochs, 70.5% at 60 (2 cached
-# views: 63.5% at 20, 63.1% at 40); pseudo-label 57.8% and 64.7%.
-LIVE_SCHEDULE_IMAGES = 660_000
+EMBEDDED_POOL_SCHEDULE_IMAGES = 120_000  # the demo's pool run: 30 epochs of its 4,000 images keep `make demo` within minutes
+POOL_TEACHER_PASSES = 44_000  # cached views of a pool run: as many as this many teacher passes allow, up to 8 (fewer than 2: none)
 FINETUNE_IMAGES = 3_000  # the same for a student that starts from pretrained weights (photo task: held-out accuracy flat after ~600)
 FINETUNE_LR = 5e-4  # peak learning rate for a student that starts from pretrained weights (the default 2e-3 is for random weights)
 SMALL_IMAGE_SIDE = 112  # a teacher sees images smaller than this at SMALL_IMAGE_TEACHER_SIZE instead of its own input size
@@ -97,13 +96,17 @@ class Schedule:
     def for_data(cls, labelled: int, pool: int, image_side: int | None, native_size: int, embedded: bool,
                  reads_teacher: bool = True, live_teacher: bool = False) -> "Schedule":
         """`reads_teacher` False: the method has no term on the teacher's outputs (e.g. `none`); `live_teacher`: the
-        teacher runs on every fresh crop (no cached views, more epochs)."""
+        teacher runs on every fresh crop (no cached views)."""
         images = max(1, labelled + pool)
-        budget = LIVE_SCHEDULE_IMAGES if live_teacher else POOL_SCHEDULE_IMAGES if pool else SCHEDULE_IMAGES
+        # A live teacher's new targets every epoch keep paying for as long as a pool's do.
+        budget = (EMBEDDED_POOL_SCHEDULE_IMAGES if embedded else POOL_SCHEDULE_IMAGES) if pool or live_teacher else SCHEDULE_IMAGES
         epochs = min(60, max(5, math.ceil(budget / images)))
-        # Consistent teaching where the teacher passes stay affordable. With 11,000 CIFAR-10 images (ProC-KD, val) 2 cached
-        # views gave 63.5%, fresh crops on the centre crop's targets 62.4%, centre crops alone 61.1%.
-        views = 8 if images <= 1000 else 4 if images <= 5000 else 2 if images <= 20_000 else 0
+        # Consistent teaching where the teacher passes stay affordable; past that, fresh crops on the centre crop's targets.
+        if pool:
+            views = min(8, POOL_TEACHER_PASSES // images)
+            views = views if views >= 2 else 0
+        else:
+            views = 8 if images <= 1000 else 4 if images <= 5000 else 2 if images <= 20_000 else 0
         # No teacher targets to keep consistent with fixed views: a fresh random crop every epoch. The student alone, CIFAR-10
         # val: 70.1% against 63.1% on 2 fixed views of 11,000 labelled images, level on test with 8 views of 1,000; the
         # demo's 100 MNIST images: 67.8% against 53.6% on 8 views.
@@ -243,15 +246,15 @@ def resolve_config(
     picks = (("epochs", schedule.epochs, epochs), ("teacher views", schedule.teacher_views, views_given if not live_teacher else 0),
              ("teacher size", schedule.teacher_size, teacher_size), ("crop area", schedule.crop_area, crop_area), ("batch size", schedule.batch_size, batch_size), ("lr", schedule.lr, lr))
     chosen = [f"{what} {value}" for what, value, given in picks if given is None and value is not None]
-    if augment_data is None and not uses_pool:
-        chosen.append("a fresh random crop every epoch (no teacher targets to match)")
+    if augment_data is None and not teacher_views and not live_teacher:
+        chosen.append("a fresh random crop every epoch" + (" on the teacher's centre-crop targets" if uses_pool else " (no teacher targets to match)"))
     if live_teacher and not live_given:
         chosen.append("the teacher live on a fresh random crop every epoch (a CUDA device)")
     if chosen:
         info(f"chosen for {schedule.training_images} training images{' and a pretrained student' if starts_trained else ''}: "
              f"{', '.join(chosen)} (set --epochs, --teacher-views, --cached-teacher, --teacher-size, --crop-area, --batch-size, --lr, --no-augment to override)")
     lr = schedule.lr if lr is None else lr
-    augment = (not uses_pool if augment_data is None else augment_data) or teacher_views > 0 or live_teacher  # views are augmented
+    augment = augment_data is not False or teacher_views > 0 or live_teacher  # cached and live views are augmented views
     batch_size = schedule.batch_size if batch_size is None else batch_size
     s_cfg = timm.create_model(student, pretrained=False).pretrained_cfg
     config = RunConfig(

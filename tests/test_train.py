@@ -212,7 +212,7 @@ def test_schedule_is_chosen_from_the_data():
     photos = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False)
     assert (photos.epochs, photos.teacher_views, photos.teacher_size) == (60, 8, 224)
     cifar_pool = Schedule.for_data(labelled=1000, pool=10_000, image_side=32, native_size=224, embedded=False)
-    assert (cifar_pool.epochs, cifar_pool.teacher_views, cifar_pool.teacher_size) == (5, 2, 160)  # small images: 160 px
+    assert (cifar_pool.epochs, cifar_pool.teacher_views, cifar_pool.teacher_size) == (60, 4, 160)  # small images: 160 px
     large = Schedule.for_data(labelled=50_000, pool=0, image_side=32, native_size=224, embedded=False)
     assert large.teacher_views == 0  # past 20,000 images the teacher passes of cached views cost too much
     mnist = Schedule.for_data(labelled=4000, pool=0, image_side=28, native_size=224, embedded=True)
@@ -220,7 +220,9 @@ def test_schedule_is_chosen_from_the_data():
     assert photos.fine_tuning().epochs == 15 and cifar_pool.fine_tuning().epochs == 5  # a pretrained student needs fewer
     assert (cifar_pool.batch_size, cifar_pool.lr, photos.batch_size) == (256, 4e-3, None)  # the pool recipe, only with a pool
     demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
-    assert (demo.epochs, demo.teacher_views, demo.batch_size) == (12, 4, 256)
+    assert (demo.epochs, demo.teacher_views, demo.batch_size) == (30, 8, 256)  # the embedded pool: 120,000 image-steps
+    big_pool = Schedule.for_data(labelled=1000, pool=40_000, image_side=32, native_size=224, embedded=False)
+    assert (big_pool.epochs, big_pool.teacher_views) == (17, 0)  # fewer than 2 views affordable: fresh crops instead
     assert (photos.crop_area, cifar_pool.crop_area, mnist.crop_area) == (0.35, 0.8, 0.8)  # small images keep their object
     alone = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False, reads_teacher=False)
     assert alone.teacher_views == 0  # no teacher targets to keep consistent with fixed views
@@ -234,9 +236,9 @@ def test_a_pool_run_on_a_gpu_takes_the_teacher_live(cifar_small):
     here touches CUDA: the choice reads the --device string (auto: whether PyTorch sees a GPU)."""
     pool = {"student": "resnet10t", "labels_per_class": 5}
     gpu, _ = resolve_config("intel-cpu", device="cuda", **pool)
-    assert (gpu.data.live_teacher, gpu.data.teacher_views, gpu.data.augment, gpu.train.epochs) == (True, 0, True, 60)
+    assert (gpu.data.live_teacher, gpu.data.teacher_views, gpu.data.augment, gpu.train.epochs) == (True, 0, True, 30)  # the demo's
     cpu, _ = resolve_config("intel-cpu", device="cpu", **pool)
-    assert (cpu.data.live_teacher, cpu.data.teacher_views) == (False, 4)
+    assert (cpu.data.live_teacher, cpu.data.teacher_views) == (False, 8)
     assert not resolve_config("intel-cpu", device="cuda", teacher_views=2, **pool)[0].data.live_teacher  # views asked for
     assert not resolve_config("intel-cpu", device="cuda", live_teacher=False, **pool)[0].data.live_teacher  # --cached-teacher
     assert not resolve_config("intel-cpu", device="cuda", data=cifar_small, student="resnet10t")[0].data.live_teacher  # no pool
@@ -264,11 +266,13 @@ def test_a_live_teacher_run_trains_on_the_pool_without_a_view_cache(tmp_path, mo
     assert all(math.isfinite(v) for v in terms.values()) and terms["loss_soft"] > 0 and terms["loss_emb"] > 0  # the live teacher's
 
 
-def test_the_student_alone_trains_on_fresh_crops_and_a_distilled_one_on_cached_views(cifar_small):
+def test_every_run_augments_by_default_and_a_distilled_one_on_cached_views(cifar_small):
     alone, _ = resolve_config("intel-cpu", data=cifar_small, method="none", student="resnet10t")
     distilled, _ = resolve_config("intel-cpu", data=cifar_small, method="proc-kd", student="resnet10t")
     assert (alone.data.teacher_views, alone.data.augment) == (0, True)
     assert (distilled.data.teacher_views, distilled.data.augment) == (8, True)
+    uncached, _ = resolve_config("intel-cpu", data=cifar_small, method="proc-kd", student="resnet10t", teacher_views=0)
+    assert uncached.data.augment  # fresh crops on the teacher's centre-crop targets rather than no augmentation
     plain, _ = resolve_config("intel-cpu", data=cifar_small, method="none", student="resnet10t", augment_data=False)
     assert not plain.data.augment  # --no-augment is kept
 
