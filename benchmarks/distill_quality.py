@@ -10,6 +10,8 @@
     python benchmarks/distill_quality.py --ablation            # ProC-KD ablation, validation split only
     python benchmarks/distill_quality.py --skip-compare --ablation "4 views, 3x epochs" --ablation-setting unlabelled \
         --seeds 0,1,2 --ablation-test                          # a variant chosen on val, on test over 3 seeds
+    python benchmarks/distill_quality.py --skip-compare --pool-size 44000 --ablation "procedge's schedule" \
+        --ablation-setting unlabelled --seeds 0 --ablation-test  # a 44,000-image pool on procedge's own schedule
 
 Two settings: `labelled` (the labelled images only) and `unlabelled` (plus a pool of CIFAR-10 training
 images used without labels, disjoint from the labelled, validation and test images). The same student,
@@ -26,6 +28,7 @@ import argparse
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tarfile
@@ -98,7 +101,8 @@ FULL = Mode("full", train_per_class=4500, val_per_class=500, student="resnet18",
 # shared label-free terms on the plain student (`@method`: the method a variant runs instead of proc-kd), and the schedule
 # (`@epochs_factor`: times the setting's epochs) and the augmentation (`@crop_area`: the smallest area share of a crop;
 # `@cutmix`: the share of the pool's views mixed, which needs the `unlabelled` setting; `@views`: cached teacher views per image;
-# `@augment`: False for none at all; `@live`: the teacher run on every fresh crop instead of cached views),
+# `@augment`: False for none at all; `@live`: the teacher run on every fresh crop instead of cached views; `@schedule`:
+# epochs, views, batch size, lr and the labelled share of an epoch left to procedge's `Schedule`),
 # the student's input size (`@student_size`), and the pool's images given their true labels (`@pool_labelled`, the
 # `unlabelled` setting's schedule on as many labelled images).
 ABLATION = {
@@ -146,6 +150,13 @@ ABLATION = {
     "live teacher, 3x epochs": {"@views": 0, "@live": True, "@epochs_factor": 3},  # fresh crops keep adding: under-trained?
     "pseudo-label, live teacher, 3x epochs": {"@method": "pseudo-label", "@views": 0, "@live": True, "@epochs_factor": 3},
     "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 20,000 images until 2026-11-24
+    # procedge's own choice from the data's size (epochs, cached views or fresh crops, batch and lr): with --pool-size, a pool
+    # run at a size the fixed settings above never reach
+    "procedge's schedule": {"@schedule": True},
+    "pseudo-label, procedge's schedule": {"@method": "pseudo-label", "@schedule": True},
+    # the same before labelled images kept their share of an epoch (`@labelled_share`: DataConfig.labelled_share)
+    "procedge's schedule, labelled once": {"@schedule": True, "@labelled_share": 0.0},
+    "pseudo-label, procedge's schedule, labelled once": {"@method": "pseudo-label", "@schedule": True, "@labelled_share": 0.0},
 }
 
 
@@ -164,14 +175,21 @@ def _link_tree(cifar: Path, out: Path, picks: dict[str, tuple[int, int]], seed: 
     """`out/<split>/<class>` as links into CIFAR-10's train folder: split takes files [start, stop) of each class's seeded order."""
     if out.is_dir():
         return out
-    tmp = out.with_name(out.name + ".tmp")
+    orders = {}
     for cls_dir in sorted(p for p in (cifar / "train").iterdir() if p.is_dir()):
-        files = sorted(cls_dir.iterdir())
-        random.Random(f"{seed}-{cls_dir.name}").shuffle(files)
+        orders[cls_dir.name] = sorted(cls_dir.iterdir())
+        random.Random(f"{seed}-{cls_dir.name}").shuffle(orders[cls_dir.name])
         for split, (start, stop) in picks.items():
-            (tmp / split / cls_dir.name).mkdir(parents=True, exist_ok=True)
+            if stop > len(orders[cls_dir.name]):
+                sys.exit(f"error: {split} needs images {start}-{stop} of each class; {cls_dir.name} has "
+                         f"{len(orders[cls_dir.name])}: ask for fewer")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # an interrupted earlier attempt
+    for name, files in orders.items():
+        for split, (start, stop) in picks.items():
+            (tmp / split / name).mkdir(parents=True)
             for f in files[start:stop]:
-                (tmp / split / cls_dir.name / f.name).symlink_to(f.resolve())
+                (tmp / split / name / f.name).symlink_to(f.resolve())
     tmp.rename(out)
     return out
 
@@ -230,6 +248,8 @@ class Bench:
         augment = options.pop("@augment", True)
         live_teacher = options.pop("@live", m.live_teacher and "@views" not in options and reads_unlabelled(method, options))
         student_size = options.pop("@student_size", m.student_size)
+        procedge_schedule = options.pop("@schedule", False)
+        labelled_share = options.pop("@labelled_share", None if procedge_schedule else 0.0)  # fixed settings: each image once an epoch
         pooled = setting == "unlabelled"
         per_class = per_class or m.train_per_class
         pool_labelled = options.pop("@pool_labelled", False)
@@ -237,15 +257,19 @@ class Bench:
             per_class += m.unlabeled // len(self.classes)
         if "@views" in options:
             views = options.pop("@views")
+        elif procedge_schedule:
+            views = None
         else:  # a method with no term on the teacher's outputs (`none`) takes procedge's choice: a fresh crop every epoch
             views = (m.pool_views if pooled else m.teacher_views) if reads_unlabelled(method, options) and not live_teacher else None
+        epochs = None if procedge_schedule else (m.pool_epochs if pooled else m.epochs) * epochs_factor
         config, _ = resolve_config(m.target, teacher_weights=teacher_weights, data=self.labelled_tree(per_class),
-                                   student=m.student, method=method, epochs=(m.pool_epochs if pooled else m.epochs) * epochs_factor, seed=seed,
+                                   student=m.student, method=method, epochs=epochs, seed=seed,
                                    teacher_size=m.teacher_size, student_size=student_size, method_options=options, augment_data=augment,
                                    teacher_views=views, crop_area=crop_area, cutmix=cutmix, live_teacher=live_teacher,
-                                   unlabeled=self.pool if pooled and not pool_labelled else None)
-        update = {"train": config.train.model_copy(update={"batch_size": m.pool_batch_size if pooled else m.batch_size,
-                                                           "lr": m.pool_lr if pooled else m.lr})}
+                                   unlabeled=self.pool if pooled and not pool_labelled else None,
+                                   labelled_share=labelled_share)
+        update = {} if procedge_schedule else {"train": config.train.model_copy(update={
+            "batch_size": m.pool_batch_size if pooled else m.batch_size, "lr": m.pool_lr if pooled else m.lr})}
         if stages is not None:
             from procedge.models.teacher import create_teacher_model
 
@@ -531,6 +555,8 @@ def main() -> None:
     parser.add_argument("--pool-lr", type=float, help="override the mode's peak learning rate of the `unlabelled` setting")
     parser.add_argument("--pool-views", type=int, help="override the mode's cached teacher views of the `unlabelled` setting (0: "
                         "the teacher's centre-crop outputs, matched to fresh random crops)")
+    parser.add_argument("--pool-size", type=int, help="override the `unlabelled` setting's pool (10,000 images; at most 44,000 in "
+                        "CPU mode: CIFAR-10's training images past the validation and largest labelled sets)")
     parser.add_argument("--live-teacher", action="store_true", help="run the teacher on every fresh crop (methods that read it) "
                         "instead of caching fixed views: for a GPU")
     parser.add_argument("--train-per-class", type=int, help="override the mode's labelled training images per class")
@@ -556,6 +582,8 @@ def main() -> None:
         mode = replace(mode, teacher_views=args.teacher_views)
     if args.pool_views is not None:
         mode = replace(mode, pool_views=args.pool_views)
+    if args.pool_size is not None:
+        mode = replace(mode, unlabeled=args.pool_size)
     if args.train_per_class:
         mode = replace(mode, train_per_class=args.train_per_class)
     if args.seeds:

@@ -139,6 +139,9 @@ def targets(name) -> None:
 @click.option("--labels-per-class", type=click.IntRange(min=1),
               help="Keep N labelled training images per class (seeded); the rest of the training split joins the unlabelled pool.")
 @click.option("--max-unlabeled", type=click.IntRange(min=1), help="Use at most N images of the unlabelled pool (a seeded sample).")
+@click.option("--labelled-share", type=click.FloatRange(0, 1, max_open=True),
+              help="Least share of every epoch's images that are labelled: where an unlabelled pool outnumbers them, each labelled "
+                   "image enters an epoch as many times as that takes (0: every image once). Default: 1/11 with a pool.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default: runs/<target>-<method>).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out (the old one stays until the new one completes).")
@@ -153,8 +156,8 @@ def targets(name) -> None:
               help="Run from this config.yaml (a run's saved one reproduces it); data and training options given here override it.")
 @click.pass_context
 def distill(ctx, target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment,
-            teacher_views, crop_area, cutmix, live_teacher, unlabeled, labels_per_class, max_unlabeled, out, seed, overwrite, resume, lr, batch_size,
-            workers, device, method_option, config_file):
+            teacher_views, crop_area, cutmix, live_teacher, unlabeled, labels_per_class, max_unlabeled, labelled_share, out, seed, overwrite, resume,
+            lr, batch_size, workers, device, method_option, config_file):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
     from procedge import distributed
     from procedge.distill import distill as run_distill
@@ -199,7 +202,7 @@ def distill(ctx, target, teacher, teacher_weights, data, student, student_weight
                                     method_options=method_options, augment_data=augment, lr=lr, batch_size=batch_size,
                                     teacher_views=teacher_views, crop_area=crop_area, cutmix=cutmix, live_teacher=live_teacher, unlabeled=unlabeled,
                                     labels_per_class=labels_per_class,
-                                    max_unlabeled=max_unlabeled, student_weights=student_weights,
+                                    max_unlabeled=max_unlabeled, labelled_share=labelled_share, student_weights=student_weights,
                                     student_pretrained=student_pretrained, workers=workers, device=device)
     run_distill(config, out, sizing, overwrite=overwrite)
     if distributed.is_main():

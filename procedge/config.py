@@ -45,6 +45,9 @@ class DataConfig(StrictModel):
     max_unlabeled: int | None = Field(None, ge=1, description="cap on the unlabelled pool (a seeded sample)")
     cutmix: float = Field(0.0, ge=0, le=1, description="share of the unlabelled pool's training views that get a box of another "
                                                         "pool image pasted in (CutMix); the teacher's targets are for the mixed view")
+    labelled_share: float = Field(0.0, ge=0, lt=1, description="least share of every epoch's images that are labelled: where an "
+                                                             "unlabelled pool outnumbers them, each labelled image enters an "
+                                                             "epoch as many times as that takes (0: every image once)")
     live_teacher: bool = Field(False, description="run the frozen teacher on every training view instead of caching fixed views: "
                                                   "a target for a fresh random crop each epoch, at one teacher pass per student "
                                                   "image (needs augment; for a GPU)")

@@ -163,14 +163,16 @@ class EpochBatches(Sampler):
     """
 
     def __init__(self, count: int, batch_size: int, generator: torch.Generator, world: int = 1, rank: int = 0,
-                 views: int = 0, random_views: bool = False):
-        self.count, self.batch_size, self.generator = count, batch_size, generator
+                 views: int = 0, random_views: bool = False, repeat: torch.Tensor | None = None):
+        """`repeat`: samples that enter every epoch once more (on top of each sample's one pass), listed once per extra pass."""
+        self.items = torch.arange(count) if repeat is None else torch.cat([torch.arange(count), repeat.long()])
+        self.count, self.batch_size, self.generator = len(self.items), batch_size, generator
         self.world, self.rank, self.views, self.random_views = world, rank, views, random_views
         self.batches: list[list[tuple[int, int, int]]] | None = None
 
     def draw(self) -> None:
         """Draw the epoch's batches now (before the DataLoader starts its workers)."""
-        order = torch.randperm(self.count, generator=self.generator)
+        order = self.items[torch.randperm(self.count, generator=self.generator)]
         self.batches = []
         for start in range(0, self.count, self.batch_size):
             batch = order[start:start + self.batch_size]

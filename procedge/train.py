@@ -130,6 +130,20 @@ class TeacherTargets:
         return {"teacher_output": self.cache.batch(index, self.device, *view)}
 
 
+def labelled_passes(labelled: int, pool: int, share: float) -> int:
+    """How many times each labelled image enters an epoch so that at least `share` of it is labelled (1 at least)."""
+    if not share or not labelled or not pool:
+        return 1
+    return max(1, round(share * pool / ((1 - share) * labelled)))
+
+
+def labelled_repeats(labels: torch.Tensor, share: float) -> torch.Tensor:
+    """The labelled samples (label >= 0) that enter each epoch again, once per extra pass (`labelled_passes`; label -1:
+    the unlabelled pool); empty where one pass gives them their share."""
+    labelled = (labels >= 0).nonzero().flatten()
+    return labelled.repeat(labelled_passes(len(labelled), len(labels) - len(labelled), share) - 1)
+
+
 def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: DistillMethod, teacher: FrozenTeacher,
                   train_set: Images, val_set: Images, cache: CacheRows | None, resume: bool,
                   probe: nn.Linear | None = None) -> list[dict]:
@@ -147,7 +161,9 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     distiller = acc.prepare(Distiller(backbone, method, teacher, live_probe))
     model: nn.Module = DistributedDataParallel(distiller) if world > 1 else distiller
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
+    repeat = labelled_repeats(train_set.labels, d.labelled_share)
+    epoch_images = len(train_set) + len(repeat)
+    steps_per_epoch = math.ceil(epoch_images / t.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=t.epochs * steps_per_epoch, pct_start=0.15)
     generator = torch.Generator().manual_seed(t.seed)
     checkpoint = Checkpoint(run, generator, backbone=backbone, method=method, optimizer=optimizer, scheduler=scheduler)
@@ -158,7 +174,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     eval_net = StudentNet(backbone, method.augmented_head(), s.mean, s.std).to(device)
     targets = TeacherTargets(cache, config, len(train_set), acc, device)
     sampler = EpochBatches(len(train_set), t.batch_size, generator, world, rank, views=targets.views,
-                           random_views=d.augment and not targets.views)
+                           random_views=d.augment and not targets.views, repeat=repeat if len(repeat) else None)
     loader = make_loader(ViewedImages(train_set, targets.sizes(), d.crop_area, d.cutmix), batch_sampler=sampler, workers=workers, pin_memory=acc.cuda)
     for epoch in range(start_epoch, t.epochs):
         distiller.train()
@@ -166,7 +182,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
         seen = skipped = 0
         epoch_start = time.perf_counter()
         sampler.draw()  # the epoch's draws come from the generator now, in the main process, whatever the workers do
-        with progress_bar(f"epoch {epoch + 1}/{t.epochs}", len(train_set)) as advance:
+        with progress_bar(f"epoch {epoch + 1}/{t.epochs}", epoch_images) as advance:
             for batch in loader:
                 ok = batch["ok"]
                 skipped += int((~ok).sum())

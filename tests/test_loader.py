@@ -58,6 +58,19 @@ def test_epoch_batches_share_draws_across_ranks_and_replay_after_a_restore():
     assert again != single and again == draws(1, 0, state)[0]
 
 
+def test_repeated_samples_enter_every_epoch_once_per_extra_pass():
+    from collections import Counter
+
+    labelled = torch.arange(10)  # samples 0-9 labelled, 10-109 an unlabelled pool
+    sampler = EpochBatches(110, 16, torch.Generator().manual_seed(0), random_views=True, repeat=labelled.repeat(2))
+    seen = Counter(i for batch in sampler for i, _, _ in batch)
+    assert len(sampler) == 9 and sum(seen.values()) == 130  # 110 samples and 20 extra passes: ceil(130 / 16) batches
+    assert {seen[i] for i in range(10)} == {3} and {seen[i] for i in range(10, 110)} == {1}
+    plain = EpochBatches(110, 16, torch.Generator().manual_seed(0), random_views=True)
+    order = torch.randperm(110, generator=torch.Generator().manual_seed(0))
+    assert [i for i, _, _ in next(iter(plain))] == order[:16].tolist()  # no repeats: the same draws as ever
+
+
 def test_a_file_that_becomes_unreadable_is_a_skipped_sample_not_a_crash(cifar_small):
     data = load_image_folder(cifar_small, 0.25, 0)
     data.train.paths[3].unlink()  # deleted after the run listed it

@@ -22,6 +22,7 @@ from procedge.errors import ProcedgeError
 from procedge.models.load import build_student, load_trained
 from procedge.models.teacher import create_teacher_model
 from procedge.run import RunDir
+from procedge.train import labelled_passes, labelled_repeats
 from test_cli import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -220,15 +221,37 @@ def test_schedule_is_chosen_from_the_data():
     assert photos.fine_tuning().epochs == 15 and cifar_pool.fine_tuning().epochs == 5  # a pretrained student needs fewer
     assert (cifar_pool.batch_size, cifar_pool.lr, photos.batch_size) == (256, 4e-3, None)  # the pool recipe, only with a pool
     demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
-    assert (demo.epochs, demo.teacher_views, demo.batch_size) == (30, 8, 256)  # the embedded pool: 120,000 image-steps
+    assert (demo.epochs, demo.teacher_views, demo.batch_size) == (28, 8, 256)  # the embedded pool: 120,000 image-steps,
+    assert labelled_passes(100, 3900, demo.labelled_share) == 4  # of 4,300 an epoch: each labelled image 4 times
     big_pool = Schedule.for_data(labelled=1000, pool=40_000, image_side=32, native_size=224, embedded=False)
-    assert (big_pool.epochs, big_pool.teacher_views) == (17, 0)  # fewer than 2 views affordable: fresh crops instead
+    assert (big_pool.epochs, big_pool.teacher_views) == (15, 0)  # fewer than 2 views affordable: fresh crops instead
+    assert (cifar_pool.labelled_share, photos.labelled_share) == (1 / 11, 0.0)  # labelled images keep 1/11 of a pool's epoch
+    once = Schedule.for_data(labelled=1000, pool=40_000, image_side=32, native_size=224, embedded=False, labelled_share=0.0)
+    assert once.epochs == 17 and once.labelled_share == 0.0  # asked: every image once an epoch
     assert (photos.crop_area, cifar_pool.crop_area, mnist.crop_area) == (0.35, 0.8, 0.8)  # small images keep their object
     alone = Schedule.for_data(labelled=200, pool=0, image_side=500, native_size=224, embedded=False, reads_teacher=False)
     assert alone.teacher_views == 0  # no teacher targets to keep consistent with fixed views
     live = Schedule.for_data(labelled=1000, pool=10_000, image_side=32, native_size=224, embedded=False, live_teacher=True)
     assert (live.epochs, live.teacher_views, live.batch_size) == (60, 0, 256)  # new views every epoch keep paying for longer
-    assert Schedule.for_data(labelled=1000, pool=49_000, image_side=32, native_size=224, embedded=False, live_teacher=True).epochs == 14
+    assert Schedule.for_data(labelled=1000, pool=49_000, image_side=32, native_size=224, embedded=False, live_teacher=True).epochs == 13
+
+
+def test_labelled_images_keep_their_share_of_an_epoch_however_large_the_pool():
+    assert [labelled_passes(1000, pool, 1 / 11) for pool in (0, 5_000, 10_000, 44_000, 100_000)] == [1, 1, 1, 4, 10]
+    assert labelled_passes(1000, 44_000, 0.0) == 1 and labelled_passes(0, 44_000, 1 / 11) == 1  # asked once; nothing labelled
+    labels = torch.tensor([0, 1] * 5 + [-1] * 200)  # 10 labelled, 200 unlabelled: 2 passes reach 1/11
+    repeat = labelled_repeats(labels, 1 / 11)
+    assert sorted(repeat.tolist()) == list(range(10)) and len(labelled_repeats(labels, 0.0)) == 0
+
+
+def test_the_labelled_share_is_saved_in_the_config_and_may_be_turned_off():
+    pool = {"student": "resnet10t", "labels_per_class": 5, "device": "cpu"}  # the embedded data: 50 labelled, 3,950 pool
+    default, _ = resolve_config("intel-cpu", **pool)
+    once, _ = resolve_config("intel-cpu", labelled_share=0.0, **pool)
+    assert (default.data.labelled_share, default.train.epochs) == (1 / 11, 28)  # 8 passes of the 50: 4,350 an epoch
+    assert (once.data.labelled_share, once.train.epochs) == (0.0, 30)  # 4,000 an epoch
+    alone, _ = resolve_config("intel-cpu", method="none", **pool)
+    assert alone.data.labelled_share == 0.0  # no pool in its run: nothing to keep a share of
 
 
 def test_a_pool_run_on_a_gpu_takes_the_teacher_live(cifar_small):
@@ -236,7 +259,7 @@ def test_a_pool_run_on_a_gpu_takes_the_teacher_live(cifar_small):
     here touches CUDA: the choice reads the --device string (auto: whether PyTorch sees a GPU)."""
     pool = {"student": "resnet10t", "labels_per_class": 5}
     gpu, _ = resolve_config("intel-cpu", device="cuda", **pool)
-    assert (gpu.data.live_teacher, gpu.data.teacher_views, gpu.data.augment, gpu.train.epochs) == (True, 0, True, 30)  # the demo's
+    assert (gpu.data.live_teacher, gpu.data.teacher_views, gpu.data.augment, gpu.train.epochs) == (True, 0, True, 28)  # the demo's
     cpu, _ = resolve_config("intel-cpu", device="cpu", **pool)
     assert (cpu.data.live_teacher, cpu.data.teacher_views) == (False, 8)
     assert not resolve_config("intel-cpu", device="cuda", teacher_views=2, **pool)[0].data.live_teacher  # views asked for
