@@ -150,7 +150,7 @@ ABLATION = {
     "live teacher, 3x epochs": {"@views": 0, "@live": True, "@epochs_factor": 3},  # fresh crops keep adding: under-trained?
     "pseudo-label, live teacher, 3x epochs": {"@method": "pseudo-label", "@views": 0, "@live": True, "@epochs_factor": 3},
     "no augmentation": {"@views": 0, "@augment": False},  # centre crops only: procedge's default past 20,000 images until 2026-11-24
-    # procedge's own choice from the data's size (epochs, cached views or fresh crops, batch and lr): with --pool-size, a pool
+    # procedge's own choice from the data's size (epochs, views or fresh crops, batch, lr, labelled share): with --pool-size, a pool
     # run at a size the fixed settings above never reach
     "procedge's schedule": {"@schedule": True},
     "pseudo-label, procedge's schedule": {"@method": "pseudo-label", "@schedule": True},
