@@ -157,6 +157,7 @@ ABLATION = {
     # the same before labelled images kept their share of an epoch (`@labelled_share`: DataConfig.labelled_share)
     "procedge's schedule, labelled once": {"@schedule": True, "@labelled_share": 0.0},
     "pseudo-label, procedge's schedule, labelled once": {"@method": "pseudo-label", "@schedule": True, "@labelled_share": 0.0},
+    "procedge's schedule, labelled twice": {"@schedule": True, "@labelled_share": 1 / 6},  # 10,000 pool: 2 passes (share 1/6)
 }
 
 
