@@ -174,7 +174,7 @@ def train_student(run: RunDir, config: RunConfig, backbone: nn.Module, method: D
     eval_net = StudentNet(backbone, method.augmented_head(), s.mean, s.std).to(device)
     targets = TeacherTargets(cache, config, len(train_set), acc, device)
     sampler = EpochBatches(len(train_set), t.batch_size, generator, world, rank, views=targets.views,
-                           random_views=d.augment and not targets.views, repeat=repeat if len(repeat) else None)
+                           random_views=d.augment and not targets.views, repeat=repeat)
     loader = make_loader(ViewedImages(train_set, targets.sizes(), d.crop_area, d.cutmix), batch_sampler=sampler, workers=workers, pin_memory=acc.cuda)
     for epoch in range(start_epoch, t.epochs):
         distiller.train()
