@@ -10,15 +10,18 @@ TARGET ?= intel-cpu
 RUN    ?= runs/demo-$(TARGET)
 LABELS ?= 10
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast docs clean
 
 install: $(STAMP)
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[full,test]'
+	$(PY) -m pip install -q -e '.[full,test,docs]'
 	touch $(STAMP)
 
 # The demo keeps LABELS labels a class of the embedded MNIST-5k and uses the rest of its training split as the unlabelled
@@ -38,4 +41,4 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

@@ -7,6 +7,7 @@ just OpenVINO or ONNX Runtime installed.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import platform
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from procedge.errors import ProcedgeError
+from procedge.io import write_json
 from procedge.runtime import MANIFEST, NotBuiltHere, Runner, accuracy, discover_exports, load_export, network_of, read_manifest
 from procedge.progress import progress_bar
 from procedge.run import RunDir
@@ -166,6 +168,11 @@ class BenchRow:
     predicted_host_ms: float | None = None
     predicted_target_ms: float | None = None
     settings: dict = field(default_factory=dict)
+    # the deployed student's trade against the teacher on the same format and precision
+    speedup: float | None = None  # the teacher's p50 over the student's
+    asked_speedup: float | None = None  # from the run's sizing.json
+    predicted_speedup: float | None = None
+    points_vs_probe: float | None = None  # student accuracy minus the teacher's (with its linear probe), in points
 
 
 def torch_runner(net) -> Runner:
@@ -270,6 +277,7 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
                 overheads[f"{fmt} {precision}"] = {"p50_with_ms": with_ms, "p50_without_ms": without_ms,
                                                    "overhead_pct": 100.0 * (with_ms - without_ms) / without_ms}
             advance(1)
+    _trade(rows, run)
     return {
         "run": str(run.path),
         "target": config.target.name,
@@ -283,6 +291,24 @@ def bench_run(run_dir: Path, formats: list[str] | None = None, policy: TimingPol
         "augmentation_overhead": overheads,
         "distillation": distillation,
     }
+
+
+def _trade(rows: list[BenchRow], run: RunDir) -> None:
+    """Each deployed student row's speedup and points against the teacher of its format and precision, with the asked and
+    predicted speedup from sizing.json; the measured speedups are written back into sizing.json."""
+    sizing = json.loads(run.sizing.read_text()) if run.sizing.exists() else {}
+    measured = {}
+    for row in rows:
+        teacher = next((t for t in rows if (t.model, t.format, t.precision) == ("teacher", row.format, row.precision)), None)
+        deployed = row.model == "student" and row.format != "pytorch"  # eager PyTorch is a reference, not a deployment
+        if not deployed or row.status != "ok" or teacher is None or teacher.status != "ok" or not row.latency:
+            continue
+        row.speedup = teacher.latency["p50_ms"] / row.latency["p50_ms"]
+        row.points_vs_probe = 100 * (row.accuracy - teacher.accuracy)
+        row.asked_speedup, row.predicted_speedup = sizing.get("asked_speedup"), sizing.get("predicted_speedup")
+        measured[f"{row.format} {row.precision}"] = row.speedup
+    if sizing and measured:
+        write_json(run.sizing, {**sizing, "measured_speedup": measured})
 
 
 def device_state(host: Hardware | None) -> dict:

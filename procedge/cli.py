@@ -100,7 +100,11 @@ def targets(name) -> None:
 
 @main.command()
 @click.option("--target", help="Target profile name or alias (see `procedge targets`), or a profile .yaml file. Required, except with --resume --out.")
-@click.option("--teacher", default="tf_efficientnet_lite0", show_default=True, help="timm model name of the frozen teacher.")
+@click.option("--teacher", help="timm model name of the frozen teacher (default: tf_efficientnet_lite2 with --data, "
+              "tf_efficientnet_lite0 on the embedded data; both ship as PyPI weight packages).")
+@click.option("--speedup", type=float, help="How many times faster than the teacher the student must be on the target "
+              "(default 4; timed on the target's runtime where it runs on this host, else predicted). Sizing picks the most "
+              "capable candidate that reaches it.")
 @click.option("--teacher-weights", type=click.Path(path_type=Path), help="Teacher checkpoint (.safetensors, or .pth/.pt state dict). "
               "Default: the embedded ImageNet Lite0 for tf_efficientnet_lite0, else timm's pretrained weights (local cache, else the hub).")
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
@@ -138,7 +142,7 @@ def targets(name) -> None:
                    "too. Images also in the held-out split are dropped and counted.")
 @click.option("--labels-per-class", type=click.IntRange(min=1),
               help="Keep N labelled training images per class (seeded); the rest of the training split joins the unlabelled pool.")
-@click.option("--max-unlabeled", type=click.IntRange(min=1), help="Use at most N images of the unlabelled pool (a seeded sample).")
+@click.option("--max-unlabeled", type=click.IntRange(min=0), help="Use at most N images of the unlabelled pool (a seeded sample; 0: none, e.g. --labels-per-class N alone).")
 @click.option("--labelled-share", type=click.FloatRange(0, 1, max_open=True),
               help="Least share of every epoch's images that are labelled: where an unlabelled pool outnumbers them, each labelled "
                    "image enters an epoch as many times as that takes (0: every image once). Default: 1/11 with a pool.")
@@ -155,7 +159,7 @@ def targets(name) -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="Run from this config.yaml (a run's saved one reproduces it); data and training options given here override it.")
 @click.pass_context
-def distill(ctx, target, teacher, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment,
+def distill(ctx, target, teacher, speedup, teacher_weights, data, student, student_weights, student_pretrained, method, epochs, teacher_size, student_size, augment,
             teacher_views, crop_area, cutmix, live_teacher, unlabeled, labels_per_class, max_unlabeled, labelled_share, out, seed, overwrite, resume,
             lr, batch_size, workers, device, method_option, config_file):
     """Distill a student for TARGET from the teacher on the task data (ProC-KD by default)."""
@@ -203,7 +207,7 @@ def distill(ctx, target, teacher, teacher_weights, data, student, student_weight
                                     teacher_views=teacher_views, crop_area=crop_area, cutmix=cutmix, live_teacher=live_teacher, unlabeled=unlabeled,
                                     labels_per_class=labels_per_class,
                                     max_unlabeled=max_unlabeled, labelled_share=labelled_share, student_weights=student_weights,
-                                    student_pretrained=student_pretrained, workers=workers, device=device)
+                                    student_pretrained=student_pretrained, workers=workers, device=device, speedup=speedup)
     run_distill(config, out, sizing, overwrite=overwrite)
     if distributed.is_main():
         click.echo(f"run written to {out}")

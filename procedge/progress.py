@@ -27,3 +27,8 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
 def info(message: str) -> None:
     if not os.environ.get("PROCEDGE_QUIET"):
         console.print(message, highlight=False, soft_wrap=True)  # one line, however long
+
+
+def warn(message: str) -> None:
+    """A warning the user should act on: printed even when PROCEDGE_QUIET hides progress."""
+    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)

@@ -58,28 +58,47 @@ def rows_below(report: dict, min_accuracy: float) -> list[str]:
     return out
 
 
+def trade_line(row: dict, teacher: dict) -> str:
+    """The headline of a format and precision: how much faster the student is, and the points it gives up to the probe."""
+    line = (f"{row['format']} {row['precision']}: student {row['speedup']:.1f}x faster than the teacher "
+            f"({row['latency']['p50_ms']:.2f} vs {teacher['latency']['p50_ms']:.2f} ms p50), {row['accuracy']:.1%} vs probe "
+            f"{teacher['accuracy']:.1%} ({row['points_vs_probe']:+.1f} pts)")
+    if row.get("asked_speedup") and row["speedup"] < row["asked_speedup"]:
+        line += f"; BELOW the asked {row['asked_speedup']:g}x"
+    return line
+
+
+def headlines(report: dict) -> list[str]:
+    """One trade line per format and precision where both the student and the teacher were measured."""
+    teachers = {(r["format"], r["precision"]): r for r in report["rows"] if r["model"] == "teacher"}
+    return [trade_line(r, teachers[(r["format"], r["precision"])]) for r in report["rows"]
+            if r["model"] == "student" and r.get("speedup") is not None]
+
+
 def summarize(report: dict) -> list[str]:
-    """Student vs teacher per backend, the folded augmentation's overhead, predicted vs measured."""
-    rows = {(r["model"], r["format"], r["precision"]): r for r in report["rows"] if r["status"] == "ok"}
+    """Per backend: the folded augmentation's overhead, and the student's predicted against measured latency."""
     lines = []
-    for (model, fmt, precision), student in rows.items():
-        if model != "student":
+    for student in report["rows"]:
+        if student["model"] != "student" or student["status"] != "ok":
             continue
-        teacher = rows.get(("teacher", fmt, precision))
+        fmt, precision = student["format"], student["precision"]
         overhead = report.get("augmentation_overhead", {}).get(f"{fmt} {precision}")
         s50 = student["latency"]["p50_ms"]
-        parts = [f"{fmt} {precision}: student {student['accuracy']:.2%} at p50 {s50:.3f} ms"]
-        if teacher:
-            t50 = teacher["latency"]["p50_ms"]
-            parts.append(f"teacher {teacher['accuracy']:.2%} at {t50:.3f} ms "
-                         f"(accuracy {100 * (student['accuracy'] - teacher['accuracy']):+.2f} pts, {t50 / s50:.2f}x faster)")
+        parts = []
         if overhead:
             parts.append(f"augmentation overhead {overhead['overhead_pct']:+.1f}% "
                          f"({overhead['p50_with_ms']:.3f} vs {overhead['p50_without_ms']:.3f} ms without)")
         if student["predicted_host_ms"]:
-            parts.append(f"predicted {student['predicted_host_ms']:.3f} ms on this host (measured/predicted {s50 / student['predicted_host_ms']:.2f})")
-        lines.append("; ".join(parts))
+            parts.append(f"student predicted {student['predicted_host_ms']:.3f} ms on this host (measured/predicted {s50 / student['predicted_host_ms']:.2f})")
+        if parts:
+            lines.append(f"{fmt} {precision}: " + "; ".join(parts))
     return lines
+
+
+def points(student: float, probe: float) -> str:
+    """Accuracy against the teacher's probe in points: "+1.2 pts over the probe" or "-3.8 pts under it"."""
+    diff = 100 * (student - probe)
+    return f"{diff:+.1f} pts {'over' if diff >= 0 else 'under'} the probe"
 
 
 def distillation_lines(report: dict) -> list[str]:
@@ -92,14 +111,12 @@ def distillation_lines(report: dict) -> list[str]:
         return f"{r['train_images']} labelled" + (f" + {r['unlabeled_images']} unlabelled" if r.get("unlabeled_images") else "") + " images"
 
     probe = d["teacher_probe_accuracy"]
-    lines = [f"{d['method']} student: {d['student_accuracy']:.2%} held-out, trained on {images(d)}"]
+    lines = [f"{d['method']} student: {d['student_accuracy']:.2%} held-out ({points(d['student_accuracy'], probe)}), trained on {images(d)}"]
     base = d.get("baseline")
     if base:
-        lines.append(f"{base['method']} student ({base['run']}): {base['student_accuracy']:.2%} held-out, trained on {images(base)}")
-    gap = ""
-    if base and probe > base["student_accuracy"]:
-        gap = f"; {d['method']} closes {(d['student_accuracy'] - base['student_accuracy']) / (probe - base['student_accuracy']):.0%} of the gap"
-    lines.append(f"teacher linear probe: {probe:.2%} held-out{gap}")
+        lines.append(f"{base['method']} student ({base['run']}): {base['student_accuracy']:.2%} held-out "
+                     f"({points(base['student_accuracy'], probe)}), trained on {images(base)}")
+    lines.append(f"teacher linear probe: {probe:.2%} held-out")
     return lines
 
 
@@ -118,6 +135,8 @@ def render(report: dict, console: Console | None = None) -> None:
         table.add_column(column, justify="left" if column in ("model", "format", "prec", "status") else "right")
     for row in report["rows"]:
         table.add_row(*_cells(row, report["rows"]), style={"ok": None, "failed": "red"}.get(row["status"], "yellow"))
+    for line in headlines(report):
+        console.print(f"[bold]{line}[/bold]", highlight=False)
     console.print(table)
     for line in summarize(report) + distillation_lines(report):
         console.print(f"  {line}", highlight=False)
@@ -126,7 +145,9 @@ def render(report: dict, console: Console | None = None) -> None:
 
 def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
     """The report as Markdown; `pictures` (caption -> PNG file name beside it) are embedded after the table."""
-    lines = [f"# procedge bench: {report['student']} distilled from {report['teacher']} for {report['target']}", "",
+    lines = [f"# procedge bench: {report['student']} distilled from {report['teacher']} for {report['target']}", ""]
+    lines += [f"**{line}**  " for line in headlines(report)] + ([""] if headlines(report) else [])
+    lines += [
              f"Held-out images: {report['heldout_images']}. Single-stream batch-1 latency "
              f"(warm-up {report['timing_policy']['warmup_runs']} runs / {report['timing_policy']['warmup_seconds']} s, "
              f"then at least {report['timing_policy']['min_runs']} runs and {report['timing_policy']['min_seconds']} s per model, "
@@ -155,7 +176,7 @@ def write_report(report: dict, json_path: Path, markdown_path: Path, plot_path: 
 
     write_json(json_path, report)
     pictures = {}
-    if plot_path is not None and accuracy_latency_png(report, plot_path, report.get("latency_budget_ms")):
+    if plot_path is not None and accuracy_latency_png(report, plot_path, report.get("latency_budget_ms"), tuple(headlines(report))):
         pictures["accuracy against p50 latency"] = plot_path.name
     if training_plot is not None and training_plot.exists():
         pictures["training curves"] = training_plot.name

@@ -100,9 +100,11 @@ def test_report_puts_the_student_beside_the_student_alone_and_the_probe(tmp_path
     distilled, alone = fake_run("kd", "proc-kd", 0.90, 100, 3900), fake_run("alone", "none", 0.70, 100, 0)
     record = distillation_record(distilled, alone.path)
     lines = distillation_lines({"distillation": record})
-    assert lines[0] == "proc-kd student: 90.00% held-out, trained on 100 labelled + 3900 unlabelled images"
-    assert lines[1].startswith("none student (") and lines[1].endswith("70.00% held-out, trained on 100 labelled images")
-    assert lines[2] == "teacher linear probe: 94.00% held-out; proc-kd closes 83% of the gap"
+    assert lines[0] == "proc-kd student: 90.00% held-out (-4.0 pts under the probe), trained on 100 labelled + 3900 unlabelled images"
+    assert lines[1].startswith("none student (") and lines[1].endswith("70.00% held-out (-24.0 pts under the probe), trained on 100 labelled images")
+    assert lines[2] == "teacher linear probe: 94.00% held-out"
+    above = fake_run("above", "proc-kd", 0.955, 100, 3900)
+    assert distillation_lines({"distillation": distillation_record(above)})[0].startswith("proc-kd student: 95.50% held-out (+1.5 pts over the probe)")
     with pytest.raises(ProcedgeError, match="does not exist"):
         distillation_record(distilled, tmp_path / "missing")
     alone.metrics.unlink()
@@ -135,3 +137,27 @@ def test_a_method_without_augmentation_exports_and_benches_one_student(tmp_path)
     assert result.exit_code == 0, result.output
     report = json.loads(run.bench_json.read_text())
     assert {r["model"] for r in report["rows"]} == {"student", "teacher"} and not report["augmentation_overhead"]
+
+
+def test_bench_heads_each_backend_with_the_trade_and_records_it_in_sizing(tmp_path):
+    """The deployed student's speedup and points against the teacher of the same format and precision, the asked and
+    predicted speedup from sizing.json, and a flag where the measured speedup is below the asked one."""
+    from procedge.bench import BenchRow, _trade
+    from procedge.report import headlines
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.sizing.write_text(json.dumps({"asked_speedup": 4.0, "predicted_speedup": 5.5}))
+
+    def row(model, fmt, accuracy, p50):
+        return BenchRow(model, fmt, "fp32", accuracy=accuracy, latency={"p50_ms": p50})
+
+    rows = [row("student", "openvino", 0.841, 2.1), row("teacher", "openvino", 0.879, 13.7),
+            row("student", "ort", 0.92, 5.0), row("teacher", "ort", 0.90, 15.0)]
+    _trade(rows, run)
+    assert rows[0].speedup == pytest.approx(13.7 / 2.1) and rows[0].points_vs_probe == pytest.approx(-3.8)
+    assert (rows[0].asked_speedup, rows[0].predicted_speedup) == (4.0, 5.5) and rows[1].speedup is None
+    assert json.loads(run.sizing.read_text())["measured_speedup"] == {"openvino fp32": pytest.approx(13.7 / 2.1), "ort fp32": 3.0}
+    lines = headlines({"rows": [r.__dict__ for r in rows]})
+    assert lines[0] == "openvino fp32: student 6.5x faster than the teacher (2.10 vs 13.70 ms p50), 84.1% vs probe 87.9% (-3.8 pts)"
+    assert lines[1] == "ort fp32: student 3.0x faster than the teacher (5.00 vs 15.00 ms p50), 92.0% vs probe 90.0% (+2.0 pts); BELOW the asked 4x"

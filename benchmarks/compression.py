@@ -1,0 +1,276 @@
+"""Compression on real photos: students many times faster than a large teacher, and the points they give up.
+
+    python benchmarks/compression.py                     # every row of every task (hours on 2 cores; resumable row by row)
+    python benchmarks/compression.py --tasks clothing10  # one task
+    python benchmarks/compression.py --only tabulate     # no new runs: the table of the rows done
+
+Task `clothing10` (../shared/data/clothing10-256.tar.gz, 256 px photos): 50 labelled images a class from `train/`, the
+rest of `train/` as the unlabelled pool, `validation/` the runs' held-out split (every choice reads it), `test/` read
+only here, for the numbers reported. Task `cifar10` (32 px): 100 labels a class and a 10,000-image pool from CIFAR-10's
+train folder, a seeded validation split carved from it, the test folder only for reporting; the teacher sees it at
+160 px (procedge's size for images under 112 px).
+
+The teacher is EfficientNet-Lite2 (procedge's default for a user's data). References: its linear probe (fitted on the
+labelled images of each seed) and the teacher quantised (ONNX Runtime static INT8 and OpenVINO NNCF INT8, from the first
+row's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime). Not yet here: the
+teacher fine-tuned on the labelled images (Lite2 trains at about 5 images/s on 2 cores). Students: for each asked speedup (procedge's sizing, timed
+on this host's OpenVINO), the student alone (`none`), pseudo-labelling and ProC-KD labelled-only, and ProC-KD and
+pseudo-labelling with the pool. Speedups are measured by `procedge bench` on the exported graphs (OpenVINO fp32 and
+ONNX Runtime fp32, batch 1, student and teacher interleaved). Every run's teacher outputs come from procedge's on-disk
+cache, computed once for all seeds and methods of a task.
+
+Each finished row is written to benchmarks/results/compression.json at once (commit it as rows land); a run directory
+under --work is reused when its config is unchanged, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROCEDGE_QUIET", "1")
+
+from procedge.bench import TimingPolicy, bench_run, cpu_model  # noqa: E402
+from procedge.config import RunConfig  # noqa: E402
+from procedge.data import load_split  # noqa: E402
+from procedge.distill import distill, resolve_config  # noqa: E402
+from procedge.export import export_run  # noqa: E402
+from procedge.io import read_json, write_json  # noqa: E402
+from procedge.models.load import load_trained  # noqa: E402
+from procedge.run import RunDir  # noqa: E402
+from procedge.train import evaluate  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+TEACHER = "tf_efficientnet_lite2"
+TARGET = "intel-cpu"
+OUT = REPO / "benchmarks" / "results" / "compression.json"
+console = Console(width=200)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    archive: str
+    labels_per_class: int
+    max_unlabeled: int | None = None
+    options: dict = field(default_factory=dict)  # resolve_config options every run of the task shares
+
+
+TASKS = {
+    "clothing10": Task("clothing10", "clothing10-256.tar.gz", labels_per_class=50),
+    "cifar10": Task("cifar10", "cifar10-jpg.tar.gz", labels_per_class=100, max_unlabeled=10_000),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a method at an asked speedup (0: a teacher reference), with or without the pool."""
+
+    method: str  # a procedge method, or "teacher" for the teacher's references
+    pool: bool
+    speedup: float
+    seeds: tuple[int, ...] = (0,)
+    options: dict = field(default_factory=dict)  # resolve_config options of this row (e.g. a longer schedule)
+    label: str = ""
+
+
+ROWS = (  # in the order they run: the headline first
+    Row("proc-kd", True, 4.0, (0, 1, 2)),
+    Row("none", False, 4.0, (0, 1, 2)),
+    Row("proc-kd", False, 4.0),
+    Row("pseudo-label", True, 4.0),
+    Row("pseudo-label", False, 4.0),
+    Row("proc-kd", True, 6.0, (0, 1, 2)),
+    Row("none", False, 6.0, (0, 1, 2)),
+    Row("proc-kd", False, 6.0),
+)
+
+
+def build_tree(task: Task, work: Path, extracted: Path | None = None, seed: int = 0) -> tuple[Path, Path]:
+    """(the ImageFolder tree procedge trains on: train/ and validation/, the test split beside them never read by
+    procedge, which takes validation/ as the held-out split; the test split). `extracted`: the archive's tree already
+    extracted (its paths key the teacher cache, so runs elsewhere on the same folder share it)."""
+    root = work / task.name
+    if task.name == "clothing10":
+        if extracted is None:
+            if not (root / "raw" / "clothing10").is_dir():
+                with tarfile.open(DATA / task.archive) as tar:
+                    tar.extractall(root / "raw", filter="data")
+            extracted = root / "raw" / "clothing10"
+        return extracted, extracted / "test"
+    tree = root / "tree"
+    if (root / "ready").exists():
+        return tree, root / "raw" / "test"
+    with tarfile.open(DATA / task.archive) as tar:  # cifar10: a seeded validation split of 100 a class carved from train/
+        tar.extractall(root / "raw", filter="data")
+    rng = random.Random(seed)
+    for class_dir in sorted((root / "raw" / "train").iterdir()):
+        files = sorted(class_dir.iterdir())
+        rng.shuffle(files)
+        for split, chosen in (("validation", files[:100]), ("train", files[100:])):
+            (tree / split / class_dir.name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                (tree / split / class_dir.name / f.name).symlink_to(f.resolve())
+    (root / "ready").touch()
+    return tree, root / "raw" / "test"
+
+
+def run_once(task: Task, tree: Path, row: Row, student: tuple[str, int] | None, seed: int, work: Path) -> tuple[RunDir, dict]:
+    """Train (or reuse) one seed of a row; the student is procedge's sizing for the row's speedup unless given."""
+    name, size = student or (None, None)
+    config, sizing = resolve_config(TARGET, teacher=TEACHER, data=tree, method=row.method, seed=seed, student=name,
+                                    student_size=size, student_pretrained=student is not None, speedup=row.speedup,
+                                    labels_per_class=task.labels_per_class, max_unlabeled=task.max_unlabeled if row.pool else 0,
+                                    **task.options, **row.options)
+    key = f"{row.method}-{'pool' if row.pool else 'labelled'}-{config.student.name}@{config.student.input_size}-s{seed}"
+    out = work / task.name / "runs" / (key + (f"-{row.label}" if row.label else ""))
+    run = RunDir(out)
+    if run.metrics.exists() and RunConfig.load(run.config) == config:
+        return run, read_json(run.metrics)
+    metrics = distill(config, out, sizing, overwrite=True)
+    return run, metrics
+
+
+def test_accuracy(run: RunDir, test_root: Path) -> tuple[float, float]:
+    """(student, teacher probe) top-1 on the test split, PyTorch."""
+    trained = load_trained(run)
+    test = load_split(test_root, trained.classes)
+    return (evaluate(trained.student_net(), test, trained.config.student.input_size),
+            evaluate(trained.teacher_net(), test, trained.config.teacher.input_size))
+
+
+def speedups(run: RunDir) -> dict[str, float]:
+    """The student's measured speedup over the teacher on OpenVINO fp32 and ONNX Runtime fp32 (procedge bench)."""
+    for fmt in ("openvino", "ort"):
+        if not (run.format_dir(fmt, "fp32") / "manifest.json").exists():
+            export_run(run.path, fmt, "fp32")
+    report = bench_run(run.path, ["openvino", "ort"], TimingPolicy(min_runs=200, min_seconds=2.0))
+    return {r["format"]: r["speedup"] for r in report["rows"] if r["model"] == "student" and r.get("speedup")}
+
+
+def run_row(task: Task, tree: Path, test_root: Path, row: Row, work: Path, students: dict) -> dict:
+    started = time.perf_counter()
+    tests, vals, probes = [], [], []
+    run = sizing = None
+    for seed in row.seeds:
+        run, metrics = run_once(task, tree, row, students.get(row.speedup), seed, work)
+        sizing = read_json(run.sizing) if run.sizing.exists() else {}
+        chosen = RunConfig.load(run.config).student
+        students.setdefault(row.speedup, (chosen.name, chosen.input_size))  # every row of a speedup: the student sized first
+        student_test, probe_test = test_accuracy(run, test_root)
+        tests.append(100 * student_test)
+        probes.append(100 * probe_test)
+        vals.append(100 * metrics["student_accuracy"])
+    config = RunConfig.load(run.config)
+    speed = speedups(run)
+    return {"task": task.name, "method": row.method, "pool": row.pool, "label": row.label, "run": str(run.path),
+            "student": config.student.name, "student_size": config.student.input_size,
+            "teacher": config.teacher.name, "teacher_size": config.teacher.input_size, "precision": "fp32",
+            "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "test_per_seed": tests, "val_mean": statistics.mean(vals), "seeds": list(row.seeds), "probe": statistics.mean(probes),
+            "probe_per_seed": probes,  # each seed draws its own 50 labels a class, and the probe is fitted on them
+            "asked_speedup": row.speedup, "speedup_openvino": speed.get("openvino"), "speedup_ort": speed.get("ort"),
+            "predicted_speedup": sizing.get("predicted_speedup"), "timed_speedup": sizing.get("timed_speedup"),
+            "epochs": config.train.epochs, "teacher_views": config.data.teacher_views,
+            "wall_seconds": time.perf_counter() - started}
+
+
+def quantised_teacher(task: Task, run: RunDir, test_root: Path) -> list[dict]:
+    """The teacher quantised (OpenVINO NNCF INT8, ONNX Runtime static QDQ INT8) from `run`'s exports: its test accuracy
+    through the runtime, and its speedup over the fp32 teacher on the same runtime (`procedge bench`, interleaved)."""
+    import numpy as np
+
+    from procedge.loader import arrays_at_sizes
+    from procedge.runtime import accuracy, load_export
+    from procedge.targets import Runtime
+
+    started = time.perf_counter()
+    for fmt in ("openvino", "ort"):
+        for precision in ("fp32", "int8"):
+            if not (run.format_dir(fmt, precision) / "manifest.json").exists():
+                export_run(run.path, fmt, precision)
+    report = bench_run(run.path, ["openvino", "ort"], TimingPolicy(min_runs=200, min_seconds=2.0))
+    config = RunConfig.load(run.config)
+    test = load_split(test_root, load_trained(run).classes)
+    images = arrays_at_sizes(test, {"teacher": config.teacher.input_size})["teacher"].numpy()
+    labels = np.asarray(test.labels)
+    p50 = {(r["format"], r["precision"]): r["latency"]["p50_ms"] for r in report["rows"] if r["model"] == "teacher" and r["latency"]}
+    rows = []
+    for fmt in ("openvino", "ort"):
+        runner, _, _ = load_export(run.format_dir(fmt, "int8"), "teacher", Runtime(threads=os.cpu_count()))
+        rows.append({"task": task.name, "method": "teacher", "pool": False, "label": f"{fmt} int8",
+                     "student": config.teacher.name, "student_size": config.teacher.input_size, "teacher": config.teacher.name,
+                     "teacher_size": config.teacher.input_size, "precision": "int8",
+                     "test_mean": 100 * accuracy(runner, images, labels), "test_std": 0.0, "seeds": [RunConfig.load(run.config).train.seed],
+                     "asked_speedup": 0.0, f"speedup_{fmt}": p50[(fmt, "fp32")] / p50[(fmt, "int8")],
+                     "wall_seconds": time.perf_counter() - started})
+    return rows
+
+
+def row_key(task: str, row: Row) -> str:
+    return f"{task}/{row.method}/{'pool' if row.pool else 'labelled'}/{row.speedup:g}x/{row.label}"
+
+
+def tabulate(results: dict) -> None:
+    table = Table(title="compression on real photos: students against the Lite2 teacher (test split)")
+    for column in ("task", "method", "pool", "student", "test %", "seeds", "vs probe", "speedup OV / ORT", "val %", "wall s"):
+        table.add_column(column)
+    for r in results["table"]:
+        table.add_row(r["task"], r["method"] + (f" ({r['label']})" if r["label"] else ""), "yes" if r["pool"] else "no",
+                      f"{r['student']} @ {r['student_size']}", f"{r['test_mean']:.2f} ± {r['test_std']:.2f}", str(len(r["seeds"])),
+                      f"{r['test_mean'] - r['probe']:+.1f} pts (probe {r['probe']:.1f})",
+                      " / ".join(f"{r[k]:.1f}x" if r.get(k) else "-" for k in ("speedup_openvino", "speedup_ort")),
+                      f"{r['val_mean']:.1f}" if r.get("val_mean") else "-", f"{r['wall_seconds']:.0f}")
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default="clothing10,cifar10")
+    parser.add_argument("--work", type=Path, default=REPO / ".cache" / "compression")
+    parser.add_argument("--only", choices=("tabulate",))
+    parser.add_argument("--rows", help="comma-separated indices into ROWS (default: all)")
+    parser.add_argument("--clothing10", type=Path, help="clothing10/ already extracted from its archive (default: extract under --work)")
+    args = parser.parse_args()
+    os.environ.setdefault("PROCEDGE_CACHE_DIR", str(args.work / "cache"))
+    results = read_json(OUT) if OUT.exists() else {"table": []}
+    results["host"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+    done = {row_key(r["task"], Row(r["method"], r["pool"], r["asked_speedup"], label=r["label"])) for r in results["table"]}
+    if args.only != "tabulate":
+        rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
+        for name in args.tasks.split(","):
+            task = TASKS[name]
+            tree, test_root = build_tree(task, args.work, args.clothing10 if name == "clothing10" else None)
+            students: dict = {}
+            for row in rows:
+                if row_key(name, row) in done:
+                    continue
+                result = run_row(task, tree, test_root, row, args.work, students)
+                results["table"] = [r for r in results["table"] if row_key(r["task"], Row(r["method"], r["pool"], r["asked_speedup"],
+                                                                                           label=r["label"])) != row_key(name, row)]
+                results["table"].append(result)
+                results["date"] = time.strftime("%Y-%m-%d")
+                write_json(OUT, results)
+                console.print(f"{row_key(name, row)}: {result['test_mean']:.2f}% test, {result['speedup_openvino']:.1f}x OV, "
+                              f"{result['speedup_ort']:.1f}x ORT")
+                if not any(r["task"] == name and r["method"] == "teacher" for r in results["table"]):
+                    for teacher_row in quantised_teacher(task, RunDir(result["run"]), test_root):
+                        results["table"].append({**teacher_row, "probe": result["probe"]})
+                    write_json(OUT, results)
+    tabulate(results)
+
+
+if __name__ == "__main__":
+    main()
