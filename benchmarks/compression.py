@@ -13,7 +13,7 @@ train folder, a seeded validation split carved from it, the test folder only for
 The teacher is EfficientNet-Lite2 (procedge's default for a user's data). References: its linear probe (fitted on the
 labelled images of each seed) and the teacher quantised (ONNX Runtime static INT8 and OpenVINO NNCF INT8, from the first
 row's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime). Not yet here: the
-teacher fine-tuned on the labelled images (Lite2 trains at about 5 images/s on 2 cores). Students: for each asked speedup (procedge's sizing, timed
+teacher fine-tuned on the labelled images (Lite2 at 260 px is the slowest network to train here). Students: for each asked speedup (procedge's sizing, timed
 on this host's OpenVINO), the student alone (`none`), pseudo-labelling and ProC-KD labelled-only, and ProC-KD and
 pseudo-labelling with the pool. Speedups are measured by `procedge bench` on the exported graphs (OpenVINO fp32 and
 ONNX Runtime fp32, batch 1, student and teacher interleaved). Every run's teacher outputs come from procedge's on-disk
@@ -86,15 +86,18 @@ class Row:
     label: str = ""
 
 
-ROWS = (  # in the order they run: the headline first
-    Row("proc-kd", True, 4.0, (0, 1, 2)),
-    Row("none", False, 4.0, (0, 1, 2)),
+# Asked speedups: 5.5x is the smallest that sizing (timed on this host's OpenVINO) answers with a student whose deployed
+# graph, folded augmentation included, measures at least 5x on both runtimes (Lite0 at 112 px for Lite2 at 260); 4x is
+# procedge's default (Lite0 at 144 px).
+ROWS = (  # in the order they run: the bar's row first, then its references
+    Row("proc-kd", True, 5.5, (0, 1, 2)),
+    Row("none", False, 5.5, (0, 1, 2)),
+    Row("proc-kd", True, 4.0),
+    Row("proc-kd", False, 5.5),
+    Row("pseudo-label", True, 5.5),
+    Row("none", False, 4.0),
     Row("proc-kd", False, 4.0),
-    Row("pseudo-label", True, 4.0),
-    Row("pseudo-label", False, 4.0),
-    Row("proc-kd", True, 6.0, (0, 1, 2)),
-    Row("none", False, 6.0, (0, 1, 2)),
-    Row("proc-kd", False, 6.0),
+    Row("pseudo-label", False, 5.5),
 )
 
 
@@ -165,10 +168,10 @@ def run_row(task: Task, tree: Path, test_root: Path, row: Row, work: Path, stude
     tests, vals, probes = [], [], []
     run = sizing = None
     for seed in row.seeds:
-        run, metrics = run_once(task, tree, row, students.get(row.speedup), seed, work)
+        run, metrics = run_once(task, tree, row, students.get(f"{row.speedup:g}"), seed, work)
         sizing = read_json(run.sizing) if run.sizing.exists() else {}
         chosen = RunConfig.load(run.config).student
-        students.setdefault(row.speedup, (chosen.name, chosen.input_size))  # every row of a speedup: the student sized first
+        students.setdefault(f"{row.speedup:g}", [chosen.name, chosen.input_size])  # every row of a speedup: the one sized first
         student_test, probe_test = test_accuracy(run, test_root)
         tests.append(100 * student_test)
         probes.append(100 * probe_test)
@@ -253,7 +256,7 @@ def main() -> None:
         for name in args.tasks.split(","):
             task = TASKS[name]
             tree, test_root = build_tree(task, args.work, args.clothing10 if name == "clothing10" else None)
-            students: dict = {}
+            students = results.setdefault("sized", {}).setdefault(name, {})  # kept in the JSON: a resumed run reuses them
             for row in rows:
                 if row_key(name, row) in done:
                     continue

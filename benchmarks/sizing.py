@@ -27,10 +27,12 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROCEDGE_QUIET", "1")
 
-from procedge.bench import TimingPolicy, cpu_model, measure_latency  # noqa: E402
+from procedge.bench import cpu_model  # noqa: E402
+from procedge.runtime.latency import TimingPolicy, measure_latency  # noqa: E402
 from procedge.export.onnx import export_onnx  # noqa: E402
 from procedge.io import write_json  # noqa: E402
-from procedge.models.student import STUDENT_CANDIDATES, TIMING_CLASSES, offline_pretrained, size_student  # noqa: E402
+from procedge.models.student import STUDENT_CANDIDATES, offline_pretrained  # noqa: E402
+from procedge.sizing import TIMING_CLASSES, size_student  # noqa: E402
 from procedge.models.teacher import create_teacher_model  # noqa: E402
 from procedge.runtime import runtime_registry  # noqa: E402
 from procedge.targets import Runtime, resolve_target  # noqa: E402

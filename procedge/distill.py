@@ -28,13 +28,15 @@ from procedge.data import (
     stratified_sample,
 )
 from procedge.errors import ProcedgeError
+from procedge.export import check_target
 from procedge.io import atomic_dir, atomic_path, write_json
 from procedge.methods import DistillMethod
 from procedge.methods.base import full_method_options, reads_unlabelled
 from procedge.models.deploy import StudentNet
 from procedge.models.load import build_student
 from procedge.models.cost import measure_cost
-from procedge.models.student import DEFAULT_SPEEDUP, given_student_speed, offline_pretrained, size_student
+from procedge.models.student import offline_pretrained
+from procedge.sizing import DEFAULT_SPEEDUP, given_student_speed, size_student
 from procedge.models.teacher import (
     EMBEDDED_TEACHER,
     FrozenTeacher,
@@ -212,7 +214,7 @@ def resolve_config(
     if speedup is not None and not (math.isfinite(speedup) and speedup >= 1):
         raise ProcedgeError(f"--speedup {speedup:g} is not a speedup; pass a number of at least 1 (how many times faster "
                             "than the teacher the student must be)")
-    profile = resolve_target(target)
+    profile = check_target(resolve_target(target))
     teacher = teacher or (EMBEDDED_TEACHER if data is None else DATA_TEACHER)
     method_options = full_method_options(method, method_options or {})
     if data is not None:
@@ -455,14 +457,15 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     s = config.student
     deployed = StudentNet(backbone, method.deploy_head(), s.mean, s.std)
     skipped_in_training = sum(h.get("skipped_images", 0) for h in history)
-    plain = StudentNet(backbone, method.plain_head(), s.mean, s.std) if "student_noaug" in method.student_variants else None
-    noaug = {"student_noaug_accuracy": evaluate(plain, data.val, s.input_size, workers=workers)} if plain is not None else {}
+    twins = {f"{twin}_accuracy": evaluate(StudentNet(backbone, method.variant_head(twin), s.mean, s.std), data.val, s.input_size,
+                                          workers=workers) for twin in method.twins}
     metrics = {
         "method": config.method,
         "variants": [*method.student_variants, "teacher"],
+        "twins": method.twins,
         "teacher_probe_accuracy": probe_acc,
         "student_accuracy": evaluate(deployed, data.val, s.input_size, workers=workers),
-        **noaug,
+        **twins,
         "fold_max_abs_diff": fold_max_abs_diff(backbone, method, data.val, config),
         "train_images": len(data.train),
         "unlabeled_images": unlabeled,
@@ -485,7 +488,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     run.last_checkpoint.unlink(missing_ok=True)
     if skipped_in_training:
         info(f"{skipped_in_training} image reads failed while training (deleted, truncated or unreadable files): skipped")
-    without = f" (without augmentation {metrics['student_noaug_accuracy']:.2%})" if "student_noaug_accuracy" in metrics else ""
+    without = "".join(f" ({twin}, without augmentation, {metrics[f'{twin}_accuracy']:.2%})" for twin in method.twins)
     info(f"student {s.name}: {metrics['student_accuracy']:.2%} held-out{without}; teacher probe {probe_acc:.2%}; {metrics['wall_seconds']:.0f} s")
     return metrics
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from procedge.io import atomic_path
 from procedge.progress import info
 
-STYLES = {"student": ("o", "tab:blue"), "student_noaug": ("s", "tab:cyan"), "teacher": ("^", "tab:orange")}
+STYLES = {"deployed": ("o", "tab:blue"), "twin": ("s", "tab:cyan"), "teacher": ("^", "tab:orange")}  # by a variant's role
 
 
 def _pyplot():
@@ -42,13 +42,14 @@ def accuracy_latency_png(report: dict, path: Path, budget_ms: float | None, head
 
     rows = [r for r in report["rows"] if r["status"] == "ok" and r["accuracy"] is not None and r["latency"]]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for model in STYLES:
+    twins = report.get("twins", {})
+    for model in dict.fromkeys(r["model"] for r in rows):
         points = [r for r in rows if r["model"] == model]
-        if not points:
-            continue
-        marker, color = STYLES[model]
+        role = "teacher" if model == "teacher" else "twin" if model in twins else "deployed"
+        marker, color = STYLES[role]
+        label = f"{twins[model]} without augmentation ({model})" if role == "twin" else model
         ax.scatter([r["latency"]["p50_ms"] for r in points], [100 * r["accuracy"] for r in points], marker=marker, color=color,
-                   label=model.replace("_noaug", " (no augmentation)"), s=48, zorder=3)
+                   label=label, s=48, zorder=3)
         for r in points:
             ax.annotate(f"{r['format']} {r['precision']}", (r["latency"]["p50_ms"], 100 * r["accuracy"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")

@@ -16,7 +16,6 @@ def damaged(path: Path, exc: BaseException, fix: str) -> ProcedgeError:
     return ProcedgeError(f"{path} {state}; {fix}")
 
 
-ALL_VARIANTS = ("student", "student_noaug", "teacher")  # what a run made before runs listed their variants deployed
 
 
 class RunDir:
@@ -68,7 +67,11 @@ class RunDir:
 
     def variants(self) -> tuple[str, ...]:
         """The graphs this run deploys: its method's student variants, then the teacher (with its linear probe)."""
-        return tuple(self.read_metrics().get("variants", ALL_VARIANTS))
+        return tuple(self.read_metrics().get("variants", ("student", "teacher")))
+
+    def twins(self) -> dict[str, str]:
+        """Variant -> the variant it is the same student of without the method's augmentation (`DistillMethod.twins`)."""
+        return dict(self.read_metrics().get("twins", {}))
 
     def load_torch(self, path: Path) -> dict:
         """A checkpoint of the run (student.pt, teacher_probe.pt), weights only; one line if it is missing or damaged."""

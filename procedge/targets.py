@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError
 
 from procedge.errors import ProcedgeError
 from procedge.resources import Traversable, resource
@@ -39,16 +39,7 @@ class Runtime(_Strict):
 class TargetProfile(_Strict):
     name: str
     description: str
-    backend: str  # an export format (`procedge export --format`): checked against the backend registry
-
-    @field_validator("backend")
-    @classmethod
-    def _registered_backend(cls, name: str) -> str:
-        from procedge.export import backend_registry  # the registry is the list of formats; imported here, not at module level
-
-        if name not in backend_registry.names():
-            raise ValueError(f"unknown export format {name!r}; one of {', '.join(backend_registry.names())}")
-        return name
+    backend: str  # an export format (`procedge export --format`): checked against the export registry by `procedge.export.check_target`
     precision: Precision
     latency_budget_ms: float = Field(gt=0)
     input_size: int = Field(ge=16, le=1024)

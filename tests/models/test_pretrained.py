@@ -65,7 +65,8 @@ def test_pretrained_weights_come_from_the_local_cache(lite0_safetensors, hf_cach
 
 
 def test_the_installed_weight_package_serves_offline(hf_cache):
-    assert offline_pretrained((LITE0, "tf_efficientnet_lite2", "resnet10t")) == (LITE0,)  # lite2's package is not installed
+    # Lite0's and Lite2's weight packages are installed (the full extra); Lite1's is not, nor is resnet10t in the cache
+    assert offline_pretrained((LITE0, "tf_efficientnet_lite1", "tf_efficientnet_lite2", "resnet10t")) == (LITE0, "tf_efficientnet_lite2")
     student = create_backbone(LITE0, pretrained=True)
     teacher = create_teacher_model(LITE0, None).state_dict()
     assert all(torch.equal(t, teacher[k]) for k, t in student.state_dict().items())

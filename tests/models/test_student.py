@@ -4,7 +4,7 @@ import torch
 
 from procedge.errors import ProcedgeError
 from procedge.models.cost import LayerCost, measure_cost
-from procedge.models.student import size_student
+from procedge.sizing import size_student
 from procedge.targets import resolve_target
 
 
@@ -113,7 +113,7 @@ def test_sizing_falls_back_to_random_weights_when_no_pretrained_student_fits(lit
 
 
 def test_a_named_student_is_not_sized_but_its_speedup_is_recorded(lite0, capsys):
-    from procedge.models.student import given_student_speed
+    from procedge.sizing import given_student_speed
 
     decision = given_student_speed(resolve_target("intel-cpu"), "resnet18", 224, False, lite0, 224, 4.0, False, timed=False)
     assert decision.chosen == "resnet18" and decision.predicted_speedup < 1 and "not sized" in decision.reason

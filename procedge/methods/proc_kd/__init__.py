@@ -176,6 +176,7 @@ class ProcKD(DistillMethod):
     config: ProcKDConfig
     labelled_terms = frozenset({"s", "a"})
     student_variants = ("student", "student_noaug")  # the folded augmentation, and the same student without it
+    twins = {"student_noaug": "student"}
 
     def head_width(self, dims: FeatureDims) -> int:
         return self.config.dim  # the head classifies the prototype-augmented D-dimensional features
@@ -242,5 +243,6 @@ class ProcKD(DistillMethod):
         folded = fold_tafa(self.tafa, self.prototypes.detach())
         return PooledClassifier(self.phi_s, folded, head=self.head)
 
-    def plain_head(self) -> nn.Module:
-        return PooledClassifier(self.phi_s, head=self.head)
+    def variant_head(self, variant: str) -> nn.Module:
+        """"student_noaug": the student's projected features, pooled and classified without the prototype augmentation."""
+        return PooledClassifier(self.phi_s, head=self.head) if variant == "student_noaug" else super().variant_head(variant)
