@@ -91,7 +91,7 @@ class Row:
 # procedge's default (Lite0 at 144 px).
 ROWS = (  # in the order they run: the bar's row first, then its references
     Row("proc-kd", True, 5.5, (0, 1, 2)),
-    Row("none", False, 5.5, (0, 1, 2)),
+    Row("none", False, 5.5),
     Row("proc-kd", True, 4.0),
     Row("proc-kd", False, 5.5),
     Row("pseudo-label", True, 5.5),

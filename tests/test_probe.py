@@ -35,5 +35,6 @@ def test_task_logits_are_out_of_fold_on_labelled_images_and_from_the_full_probe_
         assert torch.allclose(logits[120:], probe(pool))  # pool rows: the probe fitted on every labelled image
         in_sample = (probe(labelled).argmax(1) == labels).float().mean()
     out_of_fold = (logits[:60].argmax(1) == labels).float().mean()
-    assert torch.equal(logits[:60], logits[60:120])  # both views of an image take the same fold's probe
+    # both views of an image take the same fold's probe (equal up to float rounding: the rows are scored in other chunks)
+    assert torch.allclose(logits[:60], logits[60:120], rtol=1e-5, atol=1e-6)
     assert out_of_fold < in_sample  # a probe that saw the label would just repeat it

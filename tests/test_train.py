@@ -75,8 +75,8 @@ def test_torchrun_two_cpu_processes_train_one_run_written_by_rank_0(tmp_path):
     assert len(entries) == 2 and not any(e.name.startswith(".") for e in entries), entries  # train and held-out, no leftovers
 
     # Only rank 0 wrote: the finished artifacts and nothing else, no temporary files beside the run.
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "heldout.npz", "metrics.json", "student.pt", "teacher_probe.pt",
-                                                     "training.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "heldout.npz", "metrics.json", "sizing.json", "student.pt",
+                                                     "teacher_probe.pt", "training.png"]
     assert [p.name for p in out.parent.iterdir()] == ["ddp"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2
