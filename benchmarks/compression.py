@@ -6,18 +6,21 @@
 
 Task `clothing10` (../shared/data/clothing10-256.tar.gz, 256 px photos): 50 labelled images a class from `train/`, the
 rest of `train/` as the unlabelled pool, `validation/` the runs' held-out split (every choice reads it), `test/` read
-only here, for the numbers reported. Task `cifar10` (32 px): 100 labels a class and a 10,000-image pool from CIFAR-10's
-train folder, a seeded validation split carved from it, the test folder only for reporting; the teacher sees it at
+only here, for the numbers reported. Task `cifar10` (32 px): a seeded 1,100 images a class of CIFAR-10's train folder,
+100 of them labelled by each seed and the other 10,000 the pool, a seeded validation split of 100 a class carved from
+the same folder, a seeded 200 a class of the test folder only for reporting; the teacher sees it at
 160 px (procedge's size for images under 112 px).
 
 The teacher is EfficientNet-Lite2 (procedge's default for a user's data). References: its linear probe (fitted on the
 labelled images of each seed) and the teacher quantised (ONNX Runtime static INT8 and OpenVINO NNCF INT8, from the first
-row's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime). Not yet here: the
-teacher fine-tuned on the labelled images (Lite2 at 260 px is the slowest network to train here). Students: for each asked speedup (procedge's sizing, timed
+row's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime), and the teacher
+fine-tuned on seed 0's labelled images (`none` with the teacher's own network as the student; its epochs chosen on
+validation). Students: for each asked speedup (procedge's sizing, timed
 on this host's OpenVINO), the student alone (`none`), pseudo-labelling and ProC-KD labelled-only, and ProC-KD and
 pseudo-labelling with the pool. Speedups are measured by `procedge bench` on the exported graphs (OpenVINO fp32 and
 ONNX Runtime fp32, batch 1, student and teacher interleaved). Every run's teacher outputs come from procedge's on-disk
-cache, computed once for all seeds and methods of a task.
+cache, computed once per seed for all its methods: the cache is keyed by the training set in its order, which each
+seed's draw of labelled images changes (a cache per image, shared by the seeds, is not built yet).
 
 Each finished row is written to benchmarks/results/compression.json at once (commit it as rows land); a run directory
 under --work is reused when its config is unchanged, so an interrupted benchmark continues where it stopped.
@@ -56,6 +59,9 @@ DATA = REPO.parent / "shared" / "data"
 TEACHER = "tf_efficientnet_lite2"
 TARGET = "intel-cpu"
 OUT = REPO / "benchmarks" / "results" / "compression.json"
+CIFAR_TRAIN_PER_CLASS = 1_100  # 100 labelled a class, the other 10,000 the pool: the same files for every seed
+CIFAR_TEST_PER_CLASS = 200  # of CIFAR-10's 1,000 test images a class: 2,000 in all, a standard error under a point
+FINETUNE_EPOCHS = (4, 8)  # the fine-tuned teacher's schedules, one chosen on validation (Lite2 @260 trains at ~6 images/s here)
 console = Console(width=200)
 
 
@@ -64,13 +70,12 @@ class Task:
     name: str
     archive: str
     labels_per_class: int
-    max_unlabeled: int | None = None
     options: dict = field(default_factory=dict)  # resolve_config options every run of the task shares
 
 
 TASKS = {
     "clothing10": Task("clothing10", "clothing10-256.tar.gz", labels_per_class=50),
-    "cifar10": Task("cifar10", "cifar10-jpg.tar.gz", labels_per_class=100, max_unlabeled=10_000),
+    "cifar10": Task("cifar10", "cifar10-jpg.tar.gz", labels_per_class=100),
 }
 
 
@@ -89,10 +94,10 @@ class Row:
 # Asked speedups: 5.5x is the smallest that sizing (timed on this host's OpenVINO) answers with a student whose deployed
 # graph, folded augmentation included, measures at least 5x on both runtimes (Lite0 at 112 px for Lite2 at 260); 4x is
 # procedge's default (Lite0 at 144 px).
-SEEDS = 1  # of the main rows; 3 for the bar (mean of 3 seeds): seeds 1 and 2 are still to run
+SEEDS = (0, 1, 2)  # of the rows the bar reads (the mean of 3 seeds): the student alone and ProC-KD with the pool
 ROWS = (  # in the order they run: the bar's row first, then its references
-    Row("proc-kd", True, 5.5, tuple(range(SEEDS))),
-    Row("none", False, 5.5),
+    Row("proc-kd", True, 5.5, SEEDS),
+    Row("none", False, 5.5, SEEDS),
     Row("proc-kd", True, 4.0),
     Row("proc-kd", False, 5.5),
     Row("pseudo-label", True, 5.5),
@@ -114,21 +119,29 @@ def build_tree(task: Task, work: Path, extracted: Path | None = None, seed: int 
                     tar.extractall(root / "raw", filter="data")
             extracted = root / "raw" / "clothing10"
         return extracted, extracted / "test"
-    tree = root / "tree"
+    tree, test = root / "tree", root / "test"
     if (root / "ready").exists():
-        return tree, root / "raw" / "test"
-    with tarfile.open(DATA / task.archive) as tar:  # cifar10: a seeded validation split of 100 a class carved from train/
+        return tree, test
+    with tarfile.open(DATA / task.archive) as tar:  # cifar10: a seeded validation split of 100 a class and a training
+        # split of 1,100 a class from train/: each seed labels 100 a class of it, the other 10,000 are the pool
         tar.extractall(root / "raw", filter="data")
     rng = random.Random(seed)
     for class_dir in sorted((root / "raw" / "train").iterdir()):
         files = sorted(class_dir.iterdir())
         rng.shuffle(files)
-        for split, chosen in (("validation", files[:100]), ("train", files[100:])):
-            (tree / split / class_dir.name).mkdir(parents=True, exist_ok=True)
-            for f in chosen:
-                (tree / split / class_dir.name / f.name).symlink_to(f.resolve())
+        for split, chosen in (("validation", files[:100]), ("train", files[100:100 + CIFAR_TRAIN_PER_CLASS])):
+            link_files(chosen, tree / split / class_dir.name)
+    for class_dir in sorted((root / "raw" / "test").iterdir()):  # a seeded 200 a class of the test folder: the teacher's
+        files = sorted(class_dir.iterdir())                        # probe at 160 px reads it once per seed
+        link_files(rng.sample(files, CIFAR_TEST_PER_CLASS), test / class_dir.name)
     (root / "ready").touch()
-    return tree, root / "raw" / "test"
+    return tree, test
+
+
+def link_files(files: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (folder / f.name).symlink_to(f.resolve())
 
 
 def run_once(task: Task, tree: Path, row: Row, student: tuple[str, int] | None, seed: int, work: Path) -> tuple[RunDir, dict]:
@@ -136,7 +149,7 @@ def run_once(task: Task, tree: Path, row: Row, student: tuple[str, int] | None, 
     name, size = student or (None, None)
     config, sizing = resolve_config(TARGET, teacher=TEACHER, data=tree, method=row.method, seed=seed, student=name,
                                     student_size=size, student_pretrained=student is not None, speedup=row.speedup,
-                                    labels_per_class=task.labels_per_class, max_unlabeled=task.max_unlabeled if row.pool else 0,
+                                    labels_per_class=task.labels_per_class, max_unlabeled=None if row.pool else 0,
                                     **task.options, **row.options)
     key = f"{row.method}-{'pool' if row.pool else 'labelled'}-{config.student.name}@{config.student.input_size}-s{seed}"
     out = work / task.name / "runs" / (key + (f"-{row.label}" if row.label else ""))
@@ -150,12 +163,15 @@ def run_once(task: Task, tree: Path, row: Row, student: tuple[str, int] | None, 
     return run, metrics
 
 
-def test_accuracy(run: RunDir, test_root: Path) -> tuple[float, float]:
-    """(student, teacher probe) top-1 on the test split, PyTorch."""
+def test_accuracy(run: RunDir, test_root: Path, probes: dict) -> tuple[float, float]:
+    """(student, teacher probe) top-1 on the test split, PyTorch. `probes`: the probe's accuracy by (test split, seed),
+    filled here: a seed's labelled images, and so its probe, are the same in every row."""
     trained = load_trained(run)
     test = load_split(test_root, trained.classes)
-    return (evaluate(trained.student_net(), test, trained.config.student.input_size),
-            evaluate(trained.teacher_net(), test, trained.config.teacher.input_size))
+    key = (str(test_root), trained.config.train.seed, trained.config.teacher.input_size)
+    if key not in probes:
+        probes[key] = evaluate(trained.teacher_net(), test, trained.config.teacher.input_size)
+    return evaluate(trained.student_net(), test, trained.config.student.input_size), probes[key]
 
 
 def speedups(run: RunDir) -> dict[str, float]:
@@ -167,27 +183,26 @@ def speedups(run: RunDir) -> dict[str, float]:
     return {r["format"]: r["speedup"] for r in report["rows"] if r["model"] == "student" and r.get("speedup")}
 
 
-def run_row(task: Task, tree: Path, test_root: Path, row: Row, work: Path, students: dict) -> dict:
+def run_row(task: Task, tree: Path, test_root: Path, row: Row, work: Path, students: dict, probes: dict) -> dict:
     started = time.perf_counter()
-    tests, vals, probes = [], [], []
-    run = sizing = None
+    tests, vals, probe_tests = [], [], []
+    run = sizing = config = None
     for seed in row.seeds:
         run, metrics = run_once(task, tree, row, students.get(f"{row.speedup:g}"), seed, work)
         sizing = read_json(run.sizing) if run.sizing.exists() else {}
-        chosen = RunConfig.load(run.config).student
-        students.setdefault(f"{row.speedup:g}", [chosen.name, chosen.input_size])  # every row of a speedup: the one sized first
-        student_test, probe_test = test_accuracy(run, test_root)
+        config = RunConfig.load(run.config)
+        students.setdefault(f"{row.speedup:g}", [config.student.name, config.student.input_size])  # every row of a speedup: the one sized first
+        student_test, probe_test = test_accuracy(run, test_root, probes)
         tests.append(100 * student_test)
-        probes.append(100 * probe_test)
+        probe_tests.append(100 * probe_test)
         vals.append(100 * metrics["student_accuracy"])
-    config = RunConfig.load(run.config)
     speed = speedups(run)
     return {"task": task.name, "method": row.method, "pool": row.pool, "label": row.label, "run": str(run.path),
             "student": config.student.name, "student_size": config.student.input_size,
             "teacher": config.teacher.name, "teacher_size": config.teacher.input_size, "precision": "fp32",
             "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-            "test_per_seed": tests, "val_mean": statistics.mean(vals), "seeds": list(row.seeds), "probe": statistics.mean(probes),
-            "probe_per_seed": probes,  # each seed draws its own 50 labels a class, and the probe is fitted on them
+            "test_per_seed": tests, "val_mean": statistics.mean(vals), "seeds": list(row.seeds), "probe": statistics.mean(probe_tests),
+            "probe_per_seed": probe_tests,  # each seed draws its own 50 labels a class, and the probe is fitted on them
             "asked_speedup": row.speedup, "speedup_openvino": speed.get("openvino"), "speedup_ort": speed.get("ort"),
             "predicted_speedup": sizing.get("predicted_speedup"), "timed_speedup": sizing.get("timed_speedup"),
             "epochs": config.train.epochs, "teacher_views": config.data.teacher_views,
@@ -226,6 +241,33 @@ def quantised_teacher(task: Task, run: RunDir, test_root: Path) -> list[dict]:
     return rows
 
 
+def finetuned_teacher(task: Task, tree: Path, test_root: Path, work: Path, teacher_size: int, probes: dict) -> dict:
+    """The teacher fine-tuned on seed 0's labelled images (procedge's `none` with the teacher's own pretrained network
+    as the student, at the teacher's size): the big model a user would otherwise deploy. Its schedule is the one of
+    FINETUNE_EPOCHS best on validation; the row reports that one's test accuracy (speedup 1: the teacher itself)."""
+    started = time.perf_counter()
+    val, test, runs = {}, {}, {}
+    for epochs in FINETUNE_EPOCHS:
+        row = Row("none", False, 1.0, options={"epochs": epochs}, label=f"teacher-{epochs}ep")
+        runs[epochs], metrics = run_once(task, tree, row, (TEACHER, teacher_size), 0, work)
+        val[epochs] = 100 * metrics["student_accuracy"]
+        test[epochs] = 100 * test_accuracy(runs[epochs], test_root, probes)[0]
+    best = max(FINETUNE_EPOCHS, key=lambda e: (val[e], -e))
+    return {"task": task.name, "method": "teacher", "pool": False, "label": "fine-tuned", "run": str(runs[best].path),
+            "student": TEACHER, "student_size": teacher_size, "teacher": TEACHER, "teacher_size": teacher_size,
+            "precision": "fp32", "test_mean": test[best], "test_std": 0.0, "seeds": [0], "val_mean": val[best],
+            "val_by_epochs": val, "epochs": best, "asked_speedup": 1.0, "speedup_openvino": 1.0, "speedup_ort": 1.0,
+            "wall_seconds": time.perf_counter() - started}
+
+
+def with_references(results: dict) -> dict:
+    """Each row of a task carries the fine-tuned teacher's test accuracy (`teacher_finetuned`) once it is known."""
+    tuned = {r["task"]: r["test_mean"] for r in results["table"] if r["method"] == "teacher" and r["label"] == "fine-tuned"}
+    for r in results["table"]:
+        r["teacher_finetuned"] = tuned.get(r["task"])
+    return results
+
+
 def row_key(task: str, row: Row) -> str:
     return f"{task}/{row.method}/{'pool' if row.pool else 'labelled'}/{row.speedup:g}x/{row.label}"
 
@@ -243,40 +285,81 @@ def tabulate(results: dict) -> None:
     console.print(table)
 
 
+RUN_NAMES = {"proc-kd": "ProC-KD", "none": "student alone (`none`)", "pseudo-label": "pseudo-label"}
+
+
+def markdown(results: dict, task: str) -> str:
+    """The task's rows as the Markdown table the README and docs show: the trade of each run, and its gap to each of the
+    teacher's references (its probe on the run's own seeds, the fine-tuned teacher)."""
+    rows = [r for r in results["table"] if r["task"] == task]
+    lines = ["| run | network | asked | speedup OpenVINO / ORT (fp32) | test | vs probe | vs fine-tuned teacher |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["method"] == "teacher", -r["asked_speedup"], r["method"] != "proc-kd", not r["pool"])):
+        if r["method"] == "teacher":
+            name = "teacher fine-tuned on the labels" if r["label"] == "fine-tuned" else f"teacher quantised ({r['label']})"
+        else:
+            name = RUN_NAMES[r["method"]] + (", + unlabelled pool" if r["pool"] else ", labelled only")
+        seeds = len(r["seeds"])
+        test = f"{r['test_mean']:.1f}%" + (f" ± {r['test_std']:.1f} ({seeds} seeds)" if seeds > 1 else " (1 seed)")
+        speed = " / ".join(f"{r[k]:.1f}x" if r.get(k) else "-" for k in ("speedup_openvino", "speedup_ort"))
+        speed += " over fp32" if r["precision"] == "int8" else ""
+        tuned = f"{r['test_mean'] - r['teacher_finetuned']:+.1f} pts" if r.get("teacher_finetuned") and r["label"] != "fine-tuned" else "-"
+        asked = f"{r['asked_speedup']:g}x" if r["asked_speedup"] >= 2 else "-"
+        lines.append(f"| {name} | {r['student'].replace('tf_efficientnet_', '')} @ {r['student_size']} | {asked} | {speed} | "
+                     f"{test} | {r['test_mean'] - r['probe']:+.1f} pts | {tuned} |")
+    bar = next((r for r in rows if r["method"] == "proc-kd" and r["pool"] and len(r["seeds"]) > 1), rows[0])
+    lines.append(f"| teacher's linear probe on the labels (the reference; seeds {', '.join(map(str, bar['seeds']))}) | "
+                 f"{bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']} | - | 1.0x | {bar['probe']:.1f}% | | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="clothing10,cifar10")
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "compression")
     parser.add_argument("--only", choices=("tabulate",))
-    parser.add_argument("--rows", help="comma-separated indices into ROWS (default: all)")
+    parser.add_argument("--markdown", action="store_true", help="also print each task's table as Markdown (the README's and docs')")
+    parser.add_argument("--rows", help="comma-separated indices into ROWS, and `teacher` for the fine-tuned teacher (default: all)")
     parser.add_argument("--clothing10", type=Path, help="clothing10/ already extracted from its archive (default: extract under --work)")
     args = parser.parse_args()
     os.environ.setdefault("PROCEDGE_CACHE_DIR", str(args.work / "cache"))
     results = read_json(OUT) if OUT.exists() else {"table": []}
     results["host"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
     done = {row_key(r["task"], Row(r["method"], r["pool"], r["asked_speedup"], label=r["label"])): r["seeds"] for r in results["table"]}
+    probes: dict = {}
+
+    def record(result: dict) -> None:
+        key = row_key(result["task"], Row(result["method"], result["pool"], result["asked_speedup"], label=result["label"]))
+        results["table"] = [r for r in results["table"] if row_key(r["task"], Row(r["method"], r["pool"], r["asked_speedup"],
+                                                                                   label=r["label"])) != key]
+        results["table"].append(result)
+        results["date"] = time.strftime("%Y-%m-%d")
+        write_json(OUT, with_references(results))
+        speed = ", ".join(f"{result[k]:.1f}x {fmt}" for k, fmt in (("speedup_openvino", "OV"), ("speedup_ort", "ORT")) if result.get(k))
+        console.print(f"{key}: {result['test_mean']:.2f}% test, {speed}")
+
     if args.only != "tabulate":
-        rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
+        chosen = args.rows.split(",") if args.rows else [*map(str, range(len(ROWS))), "teacher"]
         for name in args.tasks.split(","):
             task = TASKS[name]
             tree, test_root = build_tree(task, args.work, args.clothing10 if name == "clothing10" else None)
             students = results.setdefault("sized", {}).setdefault(name, {})  # kept in the JSON: a resumed run reuses them
-            for row in rows:
+            for row in [ROWS[int(i)] for i in chosen if i != "teacher"]:
                 if done.get(row_key(name, row)) == list(row.seeds):  # a row with more seeds asked runs the missing ones
                     continue
-                result = run_row(task, tree, test_root, row, args.work, students)
-                results["table"] = [r for r in results["table"] if row_key(r["task"], Row(r["method"], r["pool"], r["asked_speedup"],
-                                                                                           label=r["label"])) != row_key(name, row)]
-                results["table"].append(result)
-                results["date"] = time.strftime("%Y-%m-%d")
-                write_json(OUT, results)
-                console.print(f"{row_key(name, row)}: {result['test_mean']:.2f}% test, {result['speedup_openvino']:.1f}x OV, "
-                              f"{result['speedup_ort']:.1f}x ORT")
-                if not any(r["task"] == name and r["method"] == "teacher" for r in results["table"]):
+                result = run_row(task, tree, test_root, row, args.work, students, probes)
+                record(result)
+                if not any(r["task"] == name and r["method"] == "teacher" and r["precision"] == "int8" for r in results["table"]):
                     for teacher_row in quantised_teacher(task, RunDir(result["run"]), test_root):
-                        results["table"].append({**teacher_row, "probe": result["probe"]})
-                    write_json(OUT, results)
+                        record({**teacher_row, "probe": result["probe"]})
+            if "teacher" in chosen and row_key(name, Row("teacher", False, 1.0, label="fine-tuned")) not in done:
+                teacher_size = next(r["teacher_size"] for r in results["table"] if r["task"] == name)
+                record({**finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes),
+                        "probe": next(r["probe"] for r in results["table"] if r["task"] == name and r["seeds"][0] == 0)})
     tabulate(results)
+    if args.markdown:
+        for name in args.tasks.split(","):
+            print(f"\n{name}\n\n{markdown(results, name)}")
 
 
 if __name__ == "__main__":

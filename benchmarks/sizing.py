@@ -4,7 +4,7 @@
     python benchmarks/sizing.py --teacher-size 160    # the teacher size procedge uses for images under 112 px
 
 For each candidate of `procedge distill`'s sizing (the random-weight ladder at the target's 224 px, and the pretrained
-Lite0 and Lite2 at 96-224 px): the speedup over the teacher as sizing sees it (`timed`: sizing's own short interleaved
+Lite0 and Lite2 at 64-224 px): the speedup over the teacher as sizing sees it (`timed`: sizing's own short interleaved
 timing on the target's runtime here; `predicted`: the roofline model of the target profile), and as `procedge bench`
 measures it (200 runs and 2 s per network at least, interleaved blocks, batch 1) on the exported graphs. Sizing is
 good where timed/measured is within 1.3x (either way). Writes benchmarks/results/sizing.json and prints the table.

@@ -118,11 +118,27 @@ class TaskData:
     unlabeled: Images | None = None  # the pool (labels all UNLABELED)
     pool: PoolStats | None = None
 
+    def _training_order(self) -> torch.Tensor:
+        """The order of `train.concat(unlabeled)` that `training_set` takes: by file path, which depends on the files
+        alone and not on which of them a seed drew as labelled (images in memory: labelled first, then the pool)."""
+        joined = self.train.concat(self.unlabeled)
+        if isinstance(joined, ImageFiles):
+            return torch.tensor(sorted(range(len(joined)), key=lambda i: str(joined.paths[i])), dtype=torch.long)
+        return torch.arange(len(joined))
+
     def training_set(self) -> Images:
-        """Labelled images first, then the pool: what the student trains on."""
+        """The labelled images and the pool, what the student trains on. Files are in path order, so the seeds of one
+        task (each draws other labelled images from the training split) train on the same set in the same order, and
+        share the teacher's cached outputs on it."""
         if self.unlabeled is None or not len(self.unlabeled):
             return self.train
-        return self.train.concat(self.unlabeled)
+        return self.train.concat(self.unlabeled).subset(self._training_order())
+
+    def labelled_rows(self) -> torch.Tensor:
+        """Where each of `train`'s labelled images sits in `training_set()`."""
+        if self.unlabeled is None or not len(self.unlabeled):
+            return torch.arange(len(self.train))
+        return torch.argsort(self._training_order())[:len(self.train)]
 
     def keep_labels(self, per_class: int, seed: int) -> None:
         """Keep `per_class` seeded labelled images of each class; the rest of the training split joins the pool unlabelled."""

@@ -438,7 +438,7 @@ def _distill_into(run: RunDir, config: RunConfig, sizing: dict | None, resume: b
     labelled_pooled = cache_train.pooled.read(probe_rows)
     probe = fit_linear_probe(labelled_pooled, labels[probe_rows], config.train.seed)
     if teaching is not None:  # the probe's soft labels for every cached row, out-of-fold on the labelled images it was fitted on
-        teaching.task_logits = probe_task_logits(teaching, probe_rows, labelled_pooled, labels[probe_rows], len(labels), probe,
+        teaching.task_logits = probe_task_logits(teaching, probe_rows, labelled_pooled, labels[probe_rows], data.labelled_rows(), probe,
                                                  seed=config.train.seed)
     sample = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:PREPARE_IMAGES].sort().values
     method.prepare(teacher, cache_train.batch(sample), labels[sample])

@@ -32,32 +32,32 @@ def fit_linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, s
 
 
 @torch.no_grad()
-def probe_task_logits(rows, fitted: torch.Tensor, fitted_pooled: torch.Tensor, fitted_labels: torch.Tensor, labelled: int,
-                      probe: nn.Linear, folds: int = 5, seed: int = 0) -> torch.Tensor:
+def probe_task_logits(rows, fitted: torch.Tensor, fitted_pooled: torch.Tensor, fitted_labels: torch.Tensor,
+                      labelled_rows: torch.Tensor, probe: nn.Linear, folds: int = 5, seed: int = 0) -> torch.Tensor:
     """The teacher probe's logits for every row of a teacher cache, never from a probe that saw the row's own label.
 
     `rows` (a `CacheRows`) gives each row's pooled features (`pooled_chunks`) and the image it is of (`image_index`);
-    images below `labelled` are the labelled ones, the rest the unlabelled pool. `probe` was fitted on the labelled
-    images `fitted` (features `fitted_pooled`, labels `fitted_labels`). A row of one of those images gets the logits of
+    labelled image k is image `labelled_rows[k]` of the cached set, every other image is of the unlabelled pool. `probe`
+    was fitted on the labelled images `fitted` (features `fitted_pooled`, labels `fitted_labels`). A row of one of those images gets the logits of
     the stratified fold probe that left it out (`folds` folds, fewer when a class has fewer images); every other row
     gets `probe`. With a class of a single image there are no folds, and every row gets `probe`.
     """
     from sklearn.model_selection import StratifiedKFold
 
     splits = min(folds, int(torch.bincount(fitted_labels).min()))
-    fold_of = torch.full((labelled,), -1, dtype=torch.long)
+    fold_of = torch.full((int(rows.image_index.max()) + 1,), -1, dtype=torch.long)  # by image of the cached set
     fold_probes = []
     if splits >= 2:
         for fold, (fit_idx, held_idx) in enumerate(StratifiedKFold(splits, shuffle=True, random_state=seed)
                                                    .split(np.zeros(len(fitted_labels)), fitted_labels.numpy())):
-            fold_of[fitted[held_idx]] = fold
+            fold_of[labelled_rows[fitted[held_idx]]] = fold
             fold_probes.append(fit_linear_probe(fitted_pooled[fit_idx], fitted_labels[fit_idx], seed))
     parts, start = [], 0
     for chunk in rows.pooled_chunks():
         chunk = chunk.float()
         logits = probe(chunk)
         image = rows.image_index[start:start + len(chunk)]
-        row_fold = torch.where(image < labelled, fold_of[image.clamp_max(labelled - 1)], torch.full_like(image, -1))
+        row_fold = fold_of[image]
         for fold, fold_probe in enumerate(fold_probes):
             picked = (row_fold == fold).nonzero().flatten()
             logits[picked] = fold_probe(chunk[picked])

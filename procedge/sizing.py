@@ -26,7 +26,7 @@ from procedge.progress import warn
 from procedge.runtime.latency import TimingPolicy, measure_latency
 from procedge.targets import Runtime, TargetProfile
 
-PRETRAINED_MIN_SIZE = 96  # smallest input size a pretrained student is tried at
+PRETRAINED_MIN_SIZE = 64  # smallest input size a pretrained student is tried at (small photos, e.g. 32 px, want it)
 PRETRAINED_SIZE_STEP = 16
 DEFAULT_SPEEDUP = 4.0  # a student this many times faster than its teacher on the target, unless --speedup says otherwise
 TIMING_CLASSES = 10  # the task head every timed network carries (a few classes: its cost is negligible beside the body)
@@ -110,7 +110,7 @@ class SizingDecision:
 
 
 def pretrained_sizes(input_size: int) -> tuple[int, ...]:
-    """Input sizes at which a pretrained student is tried: the run's, then down in steps of 16 px to 96."""
+    """Input sizes at which a pretrained student is tried: the run's, then down in steps of 16 px to 64."""
     return tuple(range(input_size, PRETRAINED_MIN_SIZE - 1, -PRETRAINED_SIZE_STEP)) if input_size >= PRETRAINED_MIN_SIZE else ()
 
 

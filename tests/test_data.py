@@ -111,7 +111,8 @@ def test_unlabelled_pool_at_any_depth_drops_heldout_copies_and_skips_unreadable_
     assert len(data.unlabeled) == 20 and (data.unlabeled.labels == UNLABELED).all()
     assert data.pool.heldout_duplicates == 2 and data.pool.skipped_files == 1 and data.pool.files == 23
     train = data.training_set()
-    assert len(train) == len(data.train) + 20 and (train.labels[:len(data.train)] >= 0).all()
+    assert len(train) == len(data.train) + 20 and torch.equal(train.labels[data.labelled_rows()], data.train.labels)
+    assert (train.labels >= 0).sum() == len(data.train)
     heldout = {data.val.read(i).numpy().tobytes() for i in range(len(data.val))}
     assert not any(data.unlabeled.read(i).numpy().tobytes() in heldout for i in range(len(data.unlabeled)))
 
@@ -171,6 +172,24 @@ def test_keep_labels_moves_the_rest_of_the_training_split_to_the_pool():
     assert len(capped.unlabeled) == 100 and torch.equal(capped.train.labels, data.train.labels)
     alone = load_task_data(None, 0.2, 0, labels_per_class=5, max_unlabeled=0)  # the labelled images only
     assert alone.unlabeled is None and alone.pool is None and torch.equal(alone.train.labels, data.train.labels)
+
+
+def test_every_seed_trains_on_the_same_files_in_the_same_order_so_they_share_the_teacher_cache(cifar_small, tmp_path):
+    from procedge.config import TeacherConfig
+    from procedge.data import load_task_data
+    from procedge.teacher_cache import cache_key
+
+    root = _split_tree(cifar_small, tmp_path / "task")
+    first, second = (load_task_data(root, 0.2, seed, labels_per_class=2) for seed in (0, 1))
+    assert not torch.equal(first.train.labels, second.train.labels) or first.train.paths != second.train.paths
+    one, other = first.training_set(), second.training_set()
+    assert one.paths == other.paths == sorted(one.paths, key=str)
+    teacher = TeacherConfig(name="tf_efficientnet_lite0", input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3, stages=["blocks.2"])
+    assert cache_key(teacher, one, view=1) == cache_key(teacher, other, view=1)
+    for data, train in ((first, one), (second, other)):  # each seed's labels where its labelled images sit
+        rows = data.labelled_rows()
+        assert [train.paths[r] for r in rows.tolist()] == data.train.paths and torch.equal(train.labels[rows], data.train.labels)
+        assert (train.labels >= 0).sum() == len(data.train)
 
 
 def test_a_validation_folder_is_the_heldout_split_and_a_test_folder_beside_it_stays_unseen(cifar_small, tmp_path):

@@ -30,7 +30,7 @@ def test_task_logits_are_out_of_fold_on_labelled_images_and_from_the_full_probe_
     rows = torch.cat([labelled, labelled, pool])  # two views of the labelled images, then the pool
     image_index = torch.cat([torch.arange(60), torch.arange(60), torch.arange(60, 90)])
     cache = SimpleNamespace(pooled_chunks=lambda: iter(rows.split(50)), image_index=image_index)  # read in chunks, as from disk
-    logits = probe_task_logits(cache, torch.arange(60), labelled, labels, 60, probe)
+    logits = probe_task_logits(cache, torch.arange(60), labelled, labels, torch.arange(60), probe)
     with torch.no_grad():
         assert torch.allclose(logits[120:], probe(pool))  # pool rows: the probe fitted on every labelled image
         in_sample = (probe(labelled).argmax(1) == labels).float().mean()
@@ -38,3 +38,6 @@ def test_task_logits_are_out_of_fold_on_labelled_images_and_from_the_full_probe_
     # both views of an image take the same fold's probe (equal up to float rounding: the rows are scored in other chunks)
     assert torch.allclose(logits[:60], logits[60:120], rtol=1e-5, atol=1e-6)
     assert out_of_fold < in_sample  # a probe that saw the label would just repeat it
+    order = torch.randperm(90, generator=gen)  # the same images in another order: the labelled ones among the pool
+    moved = SimpleNamespace(pooled_chunks=lambda: iter(rows.split(50)), image_index=order[image_index])
+    assert torch.allclose(probe_task_logits(moved, torch.arange(60), labelled, labels, order[:60], probe), logits, rtol=1e-5, atol=1e-6)

@@ -101,7 +101,7 @@ def test_sizing_prefers_a_pretrained_student_at_a_size_that_fits(lite0):
     decision = size_student(target, 224, lite0, 224, speedup=1.0, candidates=("mobilenetv3_small_050", "mobilenetv3_large_100"),
                             pretrained=("tf_efficientnet_lite0",), timed=False)
     assert (decision.chosen, decision.pretrained, decision.input_size) == ("tf_efficientnet_lite0", True, 192)
-    assert [c.input_size for c in decision.candidates if c.pretrained] == [224, 208, 192, 176, 160, 144, 128, 112, 96]
+    assert [c.input_size for c in decision.candidates if c.pretrained] == [224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64]
     assert not next(c for c in decision.candidates if c.pretrained and c.input_size == 224).fits
 
 
