@@ -30,7 +30,7 @@ os.environ.setdefault("PROCEDGE_QUIET", "1")
 from procedge.bench import cpu_model  # noqa: E402
 from procedge.runtime.latency import TimingPolicy, measure_latency  # noqa: E402
 from procedge.export.onnx import export_onnx  # noqa: E402
-from procedge.io import write_json  # noqa: E402
+from procedge.io import read_json, write_json  # noqa: E402
 from procedge.models.student import STUDENT_CANDIDATES, offline_pretrained  # noqa: E402
 from procedge.sizing import TIMING_CLASSES, size_student  # noqa: E402
 from procedge.models.teacher import create_teacher_model  # noqa: E402
@@ -56,12 +56,31 @@ def measured_speedups(runtime_name: str, teacher: str, teacher_size: int, tries:
         "teacher_ms": stats["teacher"]["p50_ms"]}
 
 
+def markdown(results: dict) -> str:
+    """The docs' table: each candidate's speedup on both runtimes, timed and measured, beside the roofline prediction."""
+    by = {(r["candidate"], r["input_size"], r["runtime"]): r for r in results["rows"] if "measured_speedup" in r}
+    lines = ["| candidate | px | GFLOPs | OpenVINO timed / measured | predicted (`intel-cpu`) | ONNX Runtime timed / measured | "
+             "predicted (`arm64`) |", "|---|---|---|---|---|---|---|"]
+    for name, size, runtime in by:
+        if runtime != "openvino":
+            continue
+        ov, ort = by[(name, size, "openvino")], by[(name, size, "onnxruntime")]
+        lines.append(f"| {name}{' (ImageNet)' if ov['pretrained'] else ''} | {size} | {ov['gflops']:.3f} | "
+                     f"{ov['timed_speedup']:.2f}x / {ov['measured_speedup']:.2f}x | {ov['predicted_speedup']:.2f}x | "
+                     f"{ort['timed_speedup']:.2f}x / {ort['measured_speedup']:.2f}x | {ort['predicted_speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="tf_efficientnet_lite2")
     parser.add_argument("--teacher-size", type=int, default=260)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sizing.json")
+    parser.add_argument("--markdown", action="store_true", help="print --out's table as Markdown (the docs') and stop")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(read_json(args.out)))
+        return
     teacher = create_teacher_model(args.teacher, None)
     rows = []
     for runtime_name, target_name in TARGETS.items():
