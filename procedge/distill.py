@@ -113,10 +113,11 @@ class Schedule:
     @classmethod
     def for_data(cls, labelled: int, pool: int, image_side: int | None, native_size: int, embedded: bool,
                  reads_teacher: bool = True, live_teacher: bool = False, labelled_share: float | None = None,
-                 teacher_gflops: float = REFERENCE_TEACHER_GFLOPS) -> "Schedule":
+                 teacher_gflops: float = REFERENCE_TEACHER_GFLOPS, teacher_size: int | None = None) -> "Schedule":
         """`reads_teacher` False: the method has no term on the teacher's outputs (e.g. `none`); `live_teacher`: the
         teacher runs on every fresh crop (no cached views); `labelled_share` None: LABELLED_SHARE with a pool;
-        `teacher_gflops`: one teacher pass at `native_size` (a pool's cached views are budgeted in teacher compute)."""
+        `teacher_gflops`: one teacher pass at `native_size` (a pool's cached views are budgeted in teacher compute);
+        `teacher_size`: the teacher's input size when it is given (else chosen here)."""
         images = max(1, labelled + pool)
         # A live teacher's new targets every epoch keep paying for as long as a pool's do.
         budget = (EMBEDDED_POOL_SCHEDULE_IMAGES if embedded else POOL_SCHEDULE_IMAGES) if pool or live_teacher else SCHEDULE_IMAGES
@@ -125,7 +126,7 @@ class Schedule:
         epochs = min(60, max(5, math.ceil(budget / epoch_images)))
         # Consistent teaching where the teacher passes stay affordable; past that, fresh crops on the centre crop's targets.
         small = embedded or bool(image_side and image_side < SMALL_IMAGE_SIDE)
-        size = EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size
+        size = teacher_size or (EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size)
         if pool:
             views = min(8, int(POOL_TEACHER_GFLOP / (teacher_gflops * (size / native_size) ** 2 * images)))
             views = views if views >= 2 else 0
@@ -249,7 +250,7 @@ def resolve_config(
     native = teacher_model.pretrained_cfg["input_size"][-1]
     teacher_gflops = measure_cost(teacher_model, native).flops / 1e9 if pool else REFERENCE_TEACHER_GFLOPS  # only a pool's views need it
     schedule = Schedule.for_data(labelled, pool, side, native, embedded_data, reads_teacher=uses_pool, live_teacher=live_teacher,
-                                 labelled_share=labelled_share, teacher_gflops=teacher_gflops)
+                                 labelled_share=labelled_share, teacher_gflops=teacher_gflops, teacher_size=teacher_size)
     views_given, teacher_views = teacher_views, schedule.teacher_views if teacher_views is None else teacher_views
     if cutmix and not teacher_views and not live_teacher:
         if views_given is not None:
@@ -259,7 +260,7 @@ def resolve_config(
     teacher_cfg = TeacherConfig(
         name=teacher,
         weights=Path(teacher_weights).resolve() if teacher_weights else None,
-        input_size=teacher_size or schedule.teacher_size,
+        input_size=schedule.teacher_size,
         mean=mean,
         std=std,
         stages=default_stages(teacher_model),

@@ -223,6 +223,9 @@ def test_schedule_is_chosen_from_the_data():
     assert (cifar_pool.fine_tuning().batch_size, cifar_pool.fine_tuning().lr) == (None, 5e-4)
     clothing = Schedule.for_data(labelled=500, pool=2568, image_side=256, native_size=260, embedded=False, teacher_gflops=1.72)
     assert (clothing.teacher_views, clothing.fine_tuning().epochs) == (3, 8)  # views budgeted in teacher compute: Lite2 @260
+    large_teacher = Schedule.for_data(labelled=1000, pool=10_000, image_side=32, native_size=260, embedded=False, teacher_gflops=1.72,
+                                      teacher_size=224)  # a given teacher size is what its passes cost: Lite2 @224 affords 1 view
+    assert (large_teacher.teacher_size, large_teacher.teacher_views) == (224, 0)
     assert (cifar_pool.batch_size, cifar_pool.lr, photos.batch_size) == (256, 4e-3, None)  # the pool recipe, only with a pool
     demo = Schedule.for_data(labelled=100, pool=3900, image_side=28, native_size=224, embedded=True)
     assert (demo.epochs, demo.teacher_views, demo.batch_size) == (28, 8, 256)  # the embedded pool: 120,000 image-steps,
