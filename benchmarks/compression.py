@@ -264,10 +264,15 @@ def finetuned_teacher(task: Task, tree: Path, test_root: Path, work: Path, teach
 
 
 def with_references(results: dict) -> dict:
-    """Each row of a task carries the fine-tuned teacher's test accuracy (`teacher_finetuned`) once it is known."""
+    """Each row of a task carries the fine-tuned teacher's test accuracy (`teacher_finetuned`) once it is known, and
+    the teacher's own rows the probe of the seed whose labels they used (the students' rows: the mean over theirs)."""
     tuned = {r["task"]: r["test_mean"] for r in results["table"] if r["method"] == "teacher" and r["label"] == "fine-tuned"}
+    probes = {(r["task"], seed): probe for r in results["table"] if "probe_per_seed" in r
+              for seed, probe in zip(r["seeds"], r["probe_per_seed"])}
     for r in results["table"]:
         r["teacher_finetuned"] = tuned.get(r["task"])
+        if r["method"] == "teacher":
+            r["probe"] = probes.get((r["task"], r["seeds"][0]), r["probe"])
     return results
 
 
@@ -354,11 +359,10 @@ def main() -> None:
                 record(result)
                 if not any(r["task"] == name and r["method"] == "teacher" and r["precision"] == "int8" for r in results["table"]):
                     for teacher_row in quantised_teacher(task, RunDir(result["run"]), test_root):
-                        record({**teacher_row, "probe": result["probe"]})
+                        record({**teacher_row, "probe": result["probe_per_seed"][-1]})  # the last seed's run
             if "teacher" in chosen and row_key(name, Row("teacher", False, 1.0, label="fine-tuned")) not in done:
                 teacher_size = next(r["teacher_size"] for r in results["table"] if r["task"] == name)
-                record({**finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes),
-                        "probe": next(r["probe"] for r in results["table"] if r["task"] == name and r["seeds"][0] == 0)})
+                record({**finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes), "probe": None})
     tabulate(results)
     if args.markdown:
         for name in args.tasks.split(","):
