@@ -13,14 +13,14 @@ the same folder, a seeded 200 a class of the test folder only for reporting; the
 
 The teacher is EfficientNet-Lite2 (procedge's default for a user's data). References: its linear probe (fitted on the
 labelled images of each seed) and the teacher quantised (ONNX Runtime static INT8 and OpenVINO NNCF INT8, from the first
-row's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime), and the teacher
+row's last seed's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime), and the teacher
 fine-tuned on seed 0's labelled images (`none` with the teacher's own network as the student; its epochs chosen on
 validation). Students: for each asked speedup (procedge's sizing, timed
 on this host's OpenVINO), the student alone (`none`), pseudo-labelling and ProC-KD labelled-only, and ProC-KD and
 pseudo-labelling with the pool. Speedups are measured by `procedge bench` on the exported graphs (OpenVINO fp32 and
 ONNX Runtime fp32, batch 1, student and teacher interleaved). Every run's teacher outputs come from procedge's on-disk
-cache, computed once per seed for all its methods: the cache is keyed by the training set in its order, which each
-seed's draw of labelled images changes (a cache per image, shared by the seeds, is not built yet).
+cache, computed once for all seeds and methods of a task: the training set is in file-path order whichever images a
+seed labels (the labelled images' own small cache, for the probe, is per seed).
 
 Each finished row is written to benchmarks/results/compression.json at once (commit it as rows land); a run directory
 under --work is reused when its config is unchanged, so an interrupted benchmark continues where it stopped.
@@ -272,7 +272,7 @@ def with_references(results: dict) -> dict:
     for r in results["table"]:
         r["teacher_finetuned"] = tuned.get(r["task"])
         if r["method"] == "teacher":
-            r["probe"] = probes.get((r["task"], r["seeds"][0]), r["probe"])
+            r["probe"] = probes.get((r["task"], r["seeds"][0]), r.get("probe"))
     return results
 
 
@@ -359,10 +359,10 @@ def main() -> None:
                 record(result)
                 if not any(r["task"] == name and r["method"] == "teacher" and r["precision"] == "int8" for r in results["table"]):
                     for teacher_row in quantised_teacher(task, RunDir(result["run"]), test_root):
-                        record({**teacher_row, "probe": result["probe_per_seed"][-1]})  # the last seed's run
+                        record(teacher_row)
             if "teacher" in chosen and row_key(name, Row("teacher", False, 1.0, label="fine-tuned")) not in done:
                 teacher_size = next(r["teacher_size"] for r in results["table"] if r["task"] == name)
-                record({**finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes), "probe": None})
+                record(finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes))
     tabulate(results)
     if args.markdown:
         for name in args.tasks.split(","):
