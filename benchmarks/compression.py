@@ -267,13 +267,19 @@ def finetuned_teacher(task: Task, tree: Path, test_root: Path, work: Path, teach
 
 
 def with_references(results: dict) -> dict:
-    """Each row of a task carries the fine-tuned teacher's test accuracy (`teacher_finetuned`) once it is known, and
+    """Each row of a task carries the fine-tuned teacher's test accuracy (`teacher_finetuned`) and the quantised
+    teacher's on each runtime (`teacher_quantised`, e.g. {"openvino": 85.5, "ort": 85.8}) once they are known, and
     the teacher's own rows the probe of the seed whose labels they used (the students' rows: the mean over theirs)."""
     tuned = {r["task"]: r["test_mean"] for r in results["table"] if r["method"] == "teacher" and r["label"] == "fine-tuned"}
+    quantised: dict = {}
+    for r in results["table"]:
+        if r["method"] == "teacher" and r["precision"] == "int8":
+            quantised.setdefault(r["task"], {})[r["label"].split()[0]] = r["test_mean"]
     probes = {(r["task"], seed): probe for r in results["table"] if "probe_per_seed" in r
               for seed, probe in zip(r["seeds"], r["probe_per_seed"])}
     for r in results["table"]:
         r["teacher_finetuned"] = tuned.get(r["task"])
+        r["teacher_quantised"] = quantised.get(r["task"])
         if r["method"] == "teacher":
             r["probe"] = probes.get((r["task"], r["seeds"][0]), r.get("probe"))
     return results
@@ -302,9 +308,10 @@ RUN_NAMES = {"proc-kd": "ProC-KD", "none": "student alone (`none`)", "pseudo-lab
 def markdown(results: dict, task: str) -> str:
     """The task's rows as the Markdown table the README and docs show: the trade of each run, and its gap to each of the
     teacher's references (its probe on the run's own seeds, the fine-tuned teacher)."""
-    rows = [r for r in results["table"] if r["task"] == task]
-    lines = ["| run | network | asked | speedup OpenVINO / ORT (fp32) | test | vs probe | vs fine-tuned teacher |",
-             "|---|---|---|---|---|---|---|"]
+    rows = [r for r in results["table"] if r["task"] == task and not (r["label"] and r["method"] != "teacher")]  # no ablations
+    lines = ["| run | network | asked | speedup OpenVINO / ORT (fp32) | test | vs probe | vs fine-tuned teacher "
+             "| vs quantised teacher (OpenVINO / ORT INT8) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["method"] == "teacher", -r["asked_speedup"], r["method"] != "proc-kd", not r["pool"])):
         if r["method"] == "teacher":
             name = "teacher fine-tuned on the labels" if r["label"] == "fine-tuned" else f"teacher quantised ({r['label']})"
@@ -315,13 +322,32 @@ def markdown(results: dict, task: str) -> str:
         speed = " / ".join(f"{r[k]:.1f}x" if r.get(k) else "-" for k in ("speedup_openvino", "speedup_ort"))
         speed += " over fp32" if r["precision"] == "int8" else ""
         tuned = f"{r['test_mean'] - r['teacher_finetuned']:+.1f} pts" if r.get("teacher_finetuned") and r["label"] != "fine-tuned" else "-"
+        quantised = " / ".join(f"{r['test_mean'] - r['teacher_quantised'][fmt]:+.1f}" for fmt in ("openvino", "ort"))
+        quantised = f"{quantised} pts" if r["method"] != "teacher" and r.get("teacher_quantised") else "-"
         asked = f"{r['asked_speedup']:g}x" if r["asked_speedup"] >= 2 else "-"
         lines.append(f"| {name} | {r['student'].replace('tf_efficientnet_', '')} @ {r['student_size']} | {asked} | {speed} | "
-                     f"{test} | {r['test_mean'] - r['probe']:+.1f} pts | {tuned} |")
+                     f"{test} | {r['test_mean'] - r['probe']:+.1f} pts | {tuned} | {quantised} |")
     bar = next((r for r in rows if r["method"] == "proc-kd" and r["pool"] and len(r["seeds"]) > 1), rows[0])
     lines.append(f"| teacher's linear probe on the labels (the reference; seeds {', '.join(map(str, bar['seeds']))}) | "
-                 f"{bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']} | - | 1.0x | {bar['probe']:.1f}% | | |")
+                 f"{bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']} | - | 1.0x | {bar['probe']:.1f}% | | | |")
     return "\n".join(lines)
+
+
+def ablation_markdown(results: dict, task: str) -> str:
+    """The task's validation ablations (labelled rows of a method), each beside the default row it varies: validation
+    accuracy chose, and the test column only reports."""
+    rows = [r for r in results["table"] if r["task"] == task and r["method"] != "teacher"]
+    lines = ["| run | network | epochs, cached views | validation | test |", "|---|---|---|---|---|"]
+    for ablation in (r for r in rows if r["label"]):
+        same = [r for r in rows if (r["method"], r["pool"], r["asked_speedup"]) == (ablation["method"], ablation["pool"],
+                                                                                    ablation["asked_speedup"])]
+        for r in sorted(same, key=lambda r: bool(r["label"])):
+            name = RUN_NAMES[r["method"]] + (", + unlabelled pool" if r["pool"] else ", labelled only")
+            name += f" ({r['label']})" if r["label"] else " (default)"
+            seeds = f" ({len(r['seeds'])} seeds)" if len(r["seeds"]) > 1 else ""
+            lines.append(f"| {name} | {r['student'].replace('tf_efficientnet_', '')} @ {r['student_size']} | "
+                         f"{r['epochs']}, {r['teacher_views']} | {r['val_mean']:.1f}%{seeds} | {r['test_mean']:.1f}%{seeds} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def main() -> None:
@@ -334,7 +360,7 @@ def main() -> None:
     parser.add_argument("--clothing10", type=Path, help="clothing10/ already extracted from its archive (default: extract under --work)")
     args = parser.parse_args()
     os.environ.setdefault("PROCEDGE_CACHE_DIR", str(args.work / "cache"))
-    results = read_json(OUT) if OUT.exists() else {"table": []}
+    results = with_references(read_json(OUT)) if OUT.exists() else {"table": []}
     results["host"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
     done = {row_key(r["task"], Row(r["method"], r["pool"], r["asked_speedup"], label=r["label"])): r["seeds"] for r in results["table"]}
     probes: dict = {}
@@ -370,6 +396,8 @@ def main() -> None:
     if args.markdown:
         for name in args.tasks.split(","):
             print(f"\n{name}\n\n{markdown(results, name)}")
+            if ablations := ablation_markdown(results, name):
+                print(f"\n{name}, validation ablations\n\n{ablations}")
 
 
 if __name__ == "__main__":
