@@ -333,6 +333,31 @@ def markdown(results: dict, task: str) -> str:
     return "\n".join(lines)
 
 
+def headline_markdown(results: dict) -> str:
+    """One line a task, the README's: the bar's student (ProC-KD with the pool, most seeds) against the same student
+    alone and each of the teacher's references."""
+    lines = ["| task (teacher) | student | speedup OpenVINO / ORT (fp32) | ProC-KD + pool | student alone | teacher's probe "
+             "| teacher fine-tuned | teacher INT8 OpenVINO / ORT (its speedup) |", "|---|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in results["table"]):
+        rows = [r for r in results["table"] if r["task"] == task and not r["label"]]
+        bar = max((r for r in rows if r["method"] == "proc-kd" and r["pool"]), key=lambda r: len(r["seeds"]), default=None)
+        if bar is None:
+            continue
+        alone = next((r for r in rows if r["method"] == "none" and r["asked_speedup"] == bar["asked_speedup"]), None)
+        teacher = {r["label"]: r for r in results["table"] if r["task"] == task and r["method"] == "teacher"}
+
+        def accuracy(r: dict | None) -> str:
+            return "-" if r is None else f"{r['test_mean']:.1f}%" + (f" ± {r['test_std']:.1f}" if len(r["seeds"]) > 1 else "")
+
+        int8 = " / ".join(f"{accuracy(teacher.get(f'{fmt} int8'))} ({teacher[f'{fmt} int8'][f'speedup_{fmt}']:.1f}x)"
+                          if f"{fmt} int8" in teacher else "-" for fmt in ("openvino", "ort"))
+        lines.append(f"| {task} ({bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']}) | "
+                     f"{bar['student'].replace('tf_efficientnet_', '')} @ {bar['student_size']} (asked {bar['asked_speedup']:g}x) | "
+                     f"{bar['speedup_openvino']:.1f}x / {bar['speedup_ort']:.1f}x | **{accuracy(bar)}** ({len(bar['seeds'])} seeds) | "
+                     f"{accuracy(alone)} | {bar['probe']:.1f}% | {accuracy(teacher.get('fine-tuned'))} | {int8} |")
+    return "\n".join(lines)
+
+
 def ablation_markdown(results: dict, task: str) -> str:
     """The task's validation ablations (labelled rows of a method), each beside the default row it varies: validation
     accuracy chose, and the test column only reports."""
@@ -394,6 +419,7 @@ def main() -> None:
                 record(finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes))
     tabulate(results)
     if args.markdown:
+        print(f"\nheadline\n\n{headline_markdown(results)}")
         for name in args.tasks.split(","):
             print(f"\n{name}\n\n{markdown(results, name)}")
             if ablations := ablation_markdown(results, name):
