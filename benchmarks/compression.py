@@ -15,7 +15,8 @@ The teacher is EfficientNet-Lite2 (procedge's default for a user's data). Refere
 labelled images of each seed) and the teacher quantised (ONNX Runtime static INT8 and OpenVINO NNCF INT8, from the first
 row's last seed's run: test accuracy through the runtime, speedup over the fp32 teacher on the same runtime), and the teacher
 fine-tuned on seed 0's labelled images (`none` with the teacher's own network as the student; its epochs chosen on
-validation). Students: for each asked speedup (procedge's sizing, timed
+validation). The bar's student (ProC-KD with the pool, its last seed's run) is quantised the same way, its speedup
+over the fp32 teacher on the same runtime. Students: for each asked speedup (procedge's sizing, timed
 on this host's OpenVINO), the student alone (`none`), pseudo-labelling and ProC-KD labelled-only, and ProC-KD and
 pseudo-labelling with the pool. Speedups are measured by `procedge bench` on the exported graphs (OpenVINO fp32 and
 ONNX Runtime fp32, batch 1, student and teacher interleaved). Every run's teacher outputs come from procedge's on-disk
@@ -215,9 +216,10 @@ def run_row(task: Task, tree: Path, test_root: Path, row: Row, work: Path, stude
             "wall_seconds": time.perf_counter() - started}
 
 
-def quantised_teacher(task: Task, run: RunDir, test_root: Path) -> list[dict]:
-    """The teacher quantised (OpenVINO NNCF INT8, ONNX Runtime static QDQ INT8) from `run`'s exports: its test accuracy
-    through the runtime, and its speedup over the fp32 teacher on the same runtime (`procedge bench`, interleaved)."""
+def quantised(task: Task, run: RunDir, test_root: Path, model: str, row: dict | None = None) -> list[dict]:
+    """`model` ("teacher" or "student") of `run` quantised (OpenVINO NNCF INT8, ONNX Runtime static QDQ INT8): its test
+    accuracy through the runtime, and its speedup over the fp32 teacher on the same runtime (`procedge bench`,
+    interleaved). `row`: the student's fp32 row, whose method, pool and asked speedup the INT8 rows keep."""
     import numpy as np
 
     from procedge.loader import arrays_at_sizes
@@ -231,18 +233,22 @@ def quantised_teacher(task: Task, run: RunDir, test_root: Path) -> list[dict]:
                 export_run(run.path, fmt, precision)
     report = bench_run(run.path, ["openvino", "ort"], TimingPolicy(min_runs=200, min_seconds=2.0))
     config = RunConfig.load(run.config)
+    network = config.teacher if model == "teacher" else config.student
     test = load_split(test_root, load_trained(run).classes)
-    images = arrays_at_sizes(test, {"teacher": config.teacher.input_size})["teacher"].numpy()
+    images = arrays_at_sizes(test, {model: network.input_size})[model].numpy()
     labels = np.asarray(test.labels)
-    p50 = {(r["format"], r["precision"]): r["latency"]["p50_ms"] for r in report["rows"] if r["model"] == "teacher" and r["latency"]}
+    p50 = {(r["model"], r["format"], r["precision"]): r["latency"]["p50_ms"] for r in report["rows"] if r["latency"]}
+    same = {"method": "teacher", "pool": False, "asked_speedup": 0.0} if row is None else \
+        {k: row[k] for k in ("method", "pool", "asked_speedup")}
     rows = []
     for fmt in ("openvino", "ort"):
-        runner, _, _ = load_export(run.format_dir(fmt, "int8"), "teacher", Runtime(threads=os.cpu_count()))
-        rows.append({"task": task.name, "method": "teacher", "pool": False, "label": f"{fmt} int8",
-                     "student": config.teacher.name, "student_size": config.teacher.input_size, "teacher": config.teacher.name,
+        runner, _, _ = load_export(run.format_dir(fmt, "int8"), model, Runtime(threads=os.cpu_count()))
+        rows.append({"task": task.name, **same, "label": f"{fmt} int8", "run": str(run.path),
+                     "student": network.name, "student_size": network.input_size, "teacher": config.teacher.name,
                      "teacher_size": config.teacher.input_size, "precision": "int8",
-                     "test_mean": 100 * accuracy(runner, images, labels), "test_std": 0.0, "seeds": [RunConfig.load(run.config).train.seed],
-                     "asked_speedup": 0.0, f"speedup_{fmt}": p50[(fmt, "fp32")] / p50[(fmt, "int8")],
+                     "test_mean": 100 * accuracy(runner, images, labels), "test_std": 0.0, "seeds": [config.train.seed],
+                     f"speedup_{fmt}": p50[("teacher", fmt, "fp32")] / p50[(model, fmt, "int8")],
+                     "speedup_over_own_fp32": p50[(model, fmt, "fp32")] / p50[(model, fmt, "int8")],
                      "wall_seconds": time.perf_counter() - started})
     return rows
 
@@ -269,7 +275,8 @@ def finetuned_teacher(task: Task, tree: Path, test_root: Path, work: Path, teach
 def with_references(results: dict) -> dict:
     """Each row of a task carries the fine-tuned teacher's test accuracy (`teacher_finetuned`) and the quantised
     teacher's on each runtime (`teacher_quantised`, e.g. {"openvino": 85.5, "ort": 85.8}) once they are known, and
-    the teacher's own rows the probe of the seed whose labels they used (the students' rows: the mean over theirs)."""
+    the teacher's own rows and the INT8 students the probe of the seed whose labels they used (the other students' rows:
+    the mean over theirs)."""
     tuned = {r["task"]: r["test_mean"] for r in results["table"] if r["method"] == "teacher" and r["label"] == "fine-tuned"}
     quantised: dict = {}
     for r in results["table"]:
@@ -280,7 +287,7 @@ def with_references(results: dict) -> dict:
     for r in results["table"]:
         r["teacher_finetuned"] = tuned.get(r["task"])
         r["teacher_quantised"] = quantised.get(r["task"])
-        if r["method"] == "teacher":
+        if r["method"] == "teacher" or r["precision"] == "int8":  # one seed's model: that seed's probe
             r["probe"] = probes.get((r["task"], r["seeds"][0]), r.get("probe"))
     return results
 
@@ -308,19 +315,20 @@ RUN_NAMES = {"proc-kd": "ProC-KD", "none": "student alone (`none`)", "pseudo-lab
 def markdown(results: dict, task: str) -> str:
     """The task's rows as the Markdown table the README and docs show: the trade of each run, and its gap to each of the
     teacher's references (its probe on the run's own seeds, the fine-tuned teacher)."""
-    rows = [r for r in results["table"] if r["task"] == task and not (r["label"] and r["method"] != "teacher")]  # no ablations
-    lines = ["| run | network | asked | speedup OpenVINO / ORT (fp32) | test | vs probe | vs fine-tuned teacher "
+    rows = [r for r in results["table"] if r["task"] == task and not is_ablation(r)]
+    lines = ["| run | network | asked | speedup over the fp32 teacher, OpenVINO / ORT | test | vs probe | vs fine-tuned teacher "
              "| vs quantised teacher (OpenVINO / ORT INT8) |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["method"] == "teacher", -r["asked_speedup"], r["method"] != "proc-kd", not r["pool"])):
+    for r in sorted(rows, key=lambda r: (r["method"] == "teacher", -r["asked_speedup"], r["method"] != "proc-kd", not r["pool"],
+                                         r["precision"] == "int8")):
         if r["method"] == "teacher":
             name = "teacher fine-tuned on the labels" if r["label"] == "fine-tuned" else f"teacher quantised ({r['label']})"
         else:
             name = RUN_NAMES[r["method"]] + (", + unlabelled pool" if r["pool"] else ", labelled only")
+            name += f", quantised ({r['label']})" if r["precision"] == "int8" else ""
         seeds = len(r["seeds"])
         test = f"{r['test_mean']:.1f}%" + (f" ± {r['test_std']:.1f} ({seeds} seeds)" if seeds > 1 else " (1 seed)")
         speed = " / ".join(f"{r[k]:.1f}x" if r.get(k) else "-" for k in ("speedup_openvino", "speedup_ort"))
-        speed += " over fp32" if r["precision"] == "int8" else ""
         tuned = f"{r['test_mean'] - r['teacher_finetuned']:+.1f} pts" if r.get("teacher_finetuned") and r["label"] != "fine-tuned" else "-"
         quantised = " / ".join(f"{r['test_mean'] - r['teacher_quantised'][fmt]:+.1f}" for fmt in ("openvino", "ort"))
         quantised = f"{quantised} pts" if r["method"] != "teacher" and r.get("teacher_quantised") else "-"
@@ -331,6 +339,11 @@ def markdown(results: dict, task: str) -> str:
     lines.append(f"| teacher's linear probe on the labels (the reference; seeds {', '.join(map(str, bar['seeds']))}) | "
                  f"{bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']} | - | 1.0x | {bar['probe']:.1f}% | | | |")
     return "\n".join(lines)
+
+
+def is_ablation(row: dict) -> bool:
+    """A validation ablation: a student's fp32 row that varies a default (it has a label)."""
+    return bool(row["label"]) and row["method"] != "teacher" and row["precision"] == "fp32"
 
 
 def headline_markdown(results: dict) -> str:
@@ -361,9 +374,9 @@ def headline_markdown(results: dict) -> str:
 def ablation_markdown(results: dict, task: str) -> str:
     """The task's validation ablations (labelled rows of a method), each beside the default row it varies: validation
     accuracy chose, and the test column only reports."""
-    rows = [r for r in results["table"] if r["task"] == task and r["method"] != "teacher"]
+    rows = [r for r in results["table"] if r["task"] == task and r["method"] != "teacher" and r["precision"] == "fp32"]
     lines = ["| run | network | epochs, cached views | validation | test |", "|---|---|---|---|---|"]
-    for ablation in (r for r in rows if r["label"]):
+    for ablation in filter(is_ablation, rows):
         same = [r for r in rows if (r["method"], r["pool"], r["asked_speedup"]) == (ablation["method"], ablation["pool"],
                                                                                     ablation["asked_speedup"])]
         for r in sorted(same, key=lambda r: bool(r["label"])):
@@ -381,7 +394,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "compression")
     parser.add_argument("--only", choices=("tabulate",))
     parser.add_argument("--markdown", action="store_true", help="also print each task's table as Markdown (the README's and docs')")
-    parser.add_argument("--rows", help="comma-separated indices into ROWS, and `teacher` for the fine-tuned teacher (default: all)")
+    parser.add_argument("--rows", help="comma-separated indices into ROWS, `quantised` for the bar's student in INT8, `teacher` for "
+                                       "the fine-tuned teacher (default: all)")
     parser.add_argument("--clothing10", type=Path, help="clothing10/ already extracted from its archive (default: extract under --work)")
     args = parser.parse_args()
     os.environ.setdefault("PROCEDGE_CACHE_DIR", str(args.work / "cache"))
@@ -401,7 +415,7 @@ def main() -> None:
         console.print(f"{key}: {result['test_mean']:.2f}% test, {speed}")
 
     if args.only != "tabulate":
-        chosen = args.rows.split(",") if args.rows else [*map(str, range(len(ROWS))), "teacher"]
+        chosen = args.rows.split(",") if args.rows else [*map(str, range(len(ROWS))), "quantised", "teacher"]
         for name in args.tasks.split(","):
             task = TASKS[name]
             tree, test_root = build_tree(task, args.work, args.clothing10 if name == "clothing10" else None)
@@ -412,8 +426,14 @@ def main() -> None:
                 result = run_row(task, tree, test_root, row, args.work, students, probes)
                 record(result)
                 if not any(r["task"] == name and r["method"] == "teacher" and r["precision"] == "int8" for r in results["table"]):
-                    for teacher_row in quantised_teacher(task, RunDir(result["run"]), test_root):
+                    for teacher_row in quantised(task, RunDir(result["run"]), test_root, "teacher"):
                         record(teacher_row)
+            bars = [r for r in results["table"] if r["task"] == name and r["method"] == "proc-kd" and r["pool"] and not r["label"]]
+            if "quantised" in chosen and bars and not any(r["task"] == name and r["method"] != "teacher" and r["precision"] == "int8"
+                                                          for r in results["table"]):
+                bar = max(bars, key=lambda r: (len(r["seeds"]), r["asked_speedup"]))  # the bar's row: its last seed's student
+                for student_row in quantised(task, RunDir(bar["run"]), test_root, "student", bar):
+                    record(student_row)
             if "teacher" in chosen and row_key(name, Row("teacher", False, 1.0, label="fine-tuned")) not in done:
                 teacher_size = next(r["teacher_size"] for r in results["table"] if r["task"] == name)
                 record(finetuned_teacher(task, tree, test_root, args.work, teacher_size, probes))
