@@ -421,7 +421,7 @@ def main() -> None:
             task = TASKS[name]
             tree, test_root = build_tree(task, args.work, args.clothing10 if name == "clothing10" else None)
             students = results.setdefault("sized", {}).setdefault(name, {})  # kept in the JSON: a resumed run reuses them
-            for row in [ROWS[int(i)] for i in chosen if i != "teacher"]:
+            for row in [ROWS[int(i)] for i in chosen if i.isdigit()]:
                 if done.get(row_key(name, row)) == list(row.seeds):  # a row with more seeds asked runs the missing ones
                     continue
                 result = run_row(task, tree, test_root, row, args.work, students, probes)
