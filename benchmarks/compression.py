@@ -417,6 +417,8 @@ def main() -> None:
 
     if args.only != "tabulate":
         chosen = args.rows.split(",") if args.rows else [*map(str, range(len(ROWS))), "quantised", "teacher"]
+        if unknown := [i for i in chosen if i not in {*map(str, range(len(ROWS))), "quantised", "teacher"}]:
+            parser.error(f"--rows {','.join(unknown)}: give indices 0 to {len(ROWS) - 1}, `quantised` or `teacher`")
         for name in args.tasks.split(","):
             task = TASKS[name]
             tree, test_root = build_tree(task, args.work, args.clothing10 if name == "clothing10" else None)
