@@ -313,6 +313,16 @@ def tabulate(results: dict) -> None:
 RUN_NAMES = {"proc-kd": "ProC-KD", "none": "student alone (`none`)", "pseudo-label": "pseudo-label"}
 
 
+def short(name: str) -> str:
+    """A timm name as the tables show it (`lite0` for `tf_efficientnet_lite0`)."""
+    return name.replace("tf_efficientnet_", "")
+
+
+def run_name(row: dict) -> str:
+    """A student's row as the tables name it: the method, and whether it read the pool."""
+    return RUN_NAMES[row["method"]] + (", + unlabelled pool" if row["pool"] else ", labelled only")
+
+
 def markdown(results: dict, task: str) -> str:
     """The task's rows as the Markdown table the README and docs show: the trade of each run, and its gap to each of the
     teacher's references (its probe on the run's own seeds, the fine-tuned teacher)."""
@@ -325,7 +335,7 @@ def markdown(results: dict, task: str) -> str:
         if r["method"] == "teacher":
             name = "teacher fine-tuned on the labels" if r["label"] == "fine-tuned" else f"teacher quantised ({r['label']})"
         else:
-            name = RUN_NAMES[r["method"]] + (", + unlabelled pool" if r["pool"] else ", labelled only")
+            name = run_name(r)
             name += f", quantised ({r['label']})" if r["precision"] == "int8" else ""
         seeds = len(r["seeds"])
         test = f"{r['test_mean']:.1f}%" + (f" ± {r['test_std']:.1f} ({seeds} seeds)" if seeds > 1 else " (1 seed)")
@@ -334,11 +344,11 @@ def markdown(results: dict, task: str) -> str:
         quantised = " / ".join(f"{r['test_mean'] - r['teacher_quantised'][fmt]:+.1f}" for fmt in ("openvino", "ort"))
         quantised = f"{quantised} pts" if r["method"] != "teacher" and r.get("teacher_quantised") else "-"
         asked = f"{r['asked_speedup']:g}x" if r["asked_speedup"] >= 2 else "-"
-        lines.append(f"| {name} | {r['student'].replace('tf_efficientnet_', '')} @ {r['student_size']} | {asked} | {speed} | "
+        lines.append(f"| {name} | {short(r['student'])} @ {r['student_size']} | {asked} | {speed} | "
                      f"{test} | {r['test_mean'] - r['probe']:+.1f} pts | {tuned} | {quantised} |")
     bar = next((r for r in rows if r["method"] == "proc-kd" and r["pool"] and len(r["seeds"]) > 1), rows[0])
     lines.append(f"| teacher's linear probe on the labels (the reference; seeds {', '.join(map(str, bar['seeds']))}) | "
-                 f"{bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']} | - | 1.0x | {bar['probe']:.1f}% | | | |")
+                 f"{short(bar['teacher'])} @ {bar['teacher_size']} | - | 1.0x | {bar['probe']:.1f}% | | | |")
     return "\n".join(lines)
 
 
@@ -365,8 +375,8 @@ def headline_markdown(results: dict) -> str:
 
         int8 = " / ".join(f"{accuracy(teacher.get(f'{fmt} int8'))} ({teacher[f'{fmt} int8'][f'speedup_{fmt}']:.1f}x)"
                           if f"{fmt} int8" in teacher else "-" for fmt in ("openvino", "ort"))
-        lines.append(f"| {task} ({bar['teacher'].replace('tf_efficientnet_', '')} @ {bar['teacher_size']}) | "
-                     f"{bar['student'].replace('tf_efficientnet_', '')} @ {bar['student_size']} (asked {bar['asked_speedup']:g}x) | "
+        lines.append(f"| {task} ({short(bar['teacher'])} @ {bar['teacher_size']}) | "
+                     f"{short(bar['student'])} @ {bar['student_size']} (asked {bar['asked_speedup']:g}x) | "
                      f"{bar['speedup_openvino']:.1f}x / {bar['speedup_ort']:.1f}x | **{accuracy(bar)}** ({len(bar['seeds'])} seeds) | "
                      f"{accuracy(alone)} | {bar['probe']:.1f}% | {accuracy(teacher.get('fine-tuned'))} | {int8} |")
     return "\n".join(lines)
@@ -381,10 +391,9 @@ def ablation_markdown(results: dict, task: str) -> str:
         same = [r for r in rows if (r["method"], r["pool"], r["asked_speedup"]) == (ablation["method"], ablation["pool"],
                                                                                     ablation["asked_speedup"])]
         for r in sorted(same, key=lambda r: bool(r["label"])):
-            name = RUN_NAMES[r["method"]] + (", + unlabelled pool" if r["pool"] else ", labelled only")
-            name += f" ({r['label']})" if r["label"] else " (default)"
+            name = run_name(r) + (f" ({r['label']})" if r["label"] else " (default)")
             seeds = f" ({len(r['seeds'])} seeds)" if len(r["seeds"]) > 1 else ""
-            lines.append(f"| {name} | {r['student'].replace('tf_efficientnet_', '')} @ {r['student_size']} | "
+            lines.append(f"| {name} | {short(r['student'])} @ {r['student_size']} | "
                          f"{r['epochs']}, {r['teacher_views']} | {r['val_mean']:.1f}%{seeds} | {r['test_mean']:.1f}%{seeds} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -416,8 +425,9 @@ def main() -> None:
         console.print(f"{key}: {result['test_mean']:.2f}% test, {speed}")
 
     if args.only != "tabulate":
-        chosen = args.rows.split(",") if args.rows else [*map(str, range(len(ROWS))), "quantised", "teacher"]
-        if unknown := [i for i in chosen if i not in {*map(str, range(len(ROWS))), "quantised", "teacher"}]:
+        every = [*map(str, range(len(ROWS))), "quantised", "teacher"]
+        chosen = args.rows.split(",") if args.rows else every
+        if unknown := [i for i in chosen if i not in every]:
             parser.error(f"--rows {','.join(unknown)}: give indices 0 to {len(ROWS) - 1}, `quantised` or `teacher`")
         for name in args.tasks.split(","):
             task = TASKS[name]
