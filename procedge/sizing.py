@@ -119,8 +119,7 @@ def _speed_rows(target: TargetProfile, teacher: nn.Module, teacher_size: int, sp
     """Each try's cost and speedup over the teacher: (rows, teacher's predicted ms, teacher's timed ms or None, how)."""
     backbones = {name: create_backbone(name) for name, _, _ in tries}  # one model per name, traced at each size
     architecture = teacher.pretrained_cfg["architecture"]
-    teacher_ms = measure_cost(timm.create_model(architecture, num_classes=0, global_pool=""), teacher_size).predict_ms(
-        target.hardware, target.precision)
+    teacher_ms = measure_cost(create_backbone(architecture), teacher_size).predict_ms(target.hardware, target.precision)
     timings: dict = {}
     if timed is None or timed:
         if host_runtime(target) is not None:
