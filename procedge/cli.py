@@ -118,7 +118,7 @@ def targets(name) -> None:
               help="Distillation method (options of each: `--method-option KEY=VALUE`).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: chosen from the number of training images, 5 to 60).")
 @click.option("--teacher-size", type=click.IntRange(16, 1024),
-              help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 96 on the embedded data).")
+              help="Teacher input size in pixels (default: the teacher's own; 160 for images under 112 px; 128 on the embedded data).")
 @click.option("--student-size", type=click.IntRange(16, 1024), help="Student input size in pixels (default: the target's, or 64 on the embedded data).")
 @click.option("--augment/--no-augment", default=None, help="Random-resized crops and flips of the training images (the cached "
               "teacher maps are cropped and flipped with them). Default: on: cached teacher views are augmented views, and without "
@@ -217,7 +217,7 @@ def distill(ctx, target, teacher, speedup, teacher_weights, data, student, stude
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder tree: DIR/{train,val|test}/<class>/ or DIR/<class>/. Default: the embedded MNIST subset.")
 @click.option("--teachers", default="tf_efficientnet_lite0", show_default=True,
               help="Comma-separated candidates NAME[=WEIGHTS]: a timm name and its checkpoint (none for the embedded Lite0).")
-@click.option("--input-size", type=click.IntRange(16, 1024), help="Teacher input size in pixels (default: each teacher's own, or 96 on the embedded data).")
+@click.option("--input-size", type=click.IntRange(16, 1024), help="Teacher input size in pixels (default: each teacher's own, or 128 on the embedded data).")
 @click.option("--max-images", default=1000, show_default=True, type=click.IntRange(min=1), help="Stratified sample of the training split.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("assess.json"), show_default=True, help="JSON file for the ranking.")

