@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 from procedge.data import load_task_data, stratified_sample, to_model_input
-from procedge.distill import EMBEDDED_TEACHER_SIZE
 from procedge.loader import centre_crops
 from procedge.errors import ProcedgeError
-from procedge.models.teacher import EMBEDDED_TEACHER, check_timm_name, create_teacher_model, default_mean_std
+from procedge.models.teacher import EMBEDDED_TEACHER, EMBEDDED_TEACHER_SIZE, check_timm_name, create_teacher_model, default_mean_std
 from procedge.progress import progress_bar
 from procedge.transport import class_cost_matrix, class_means, relatedness_score
 
@@ -59,7 +58,7 @@ def _input_size(spec: TeacherSpec, input_size: int | None, embedded_data: bool) 
     if input_size is not None:
         return input_size
     if embedded_data:
-        return EMBEDDED_TEACHER_SIZE  # the teacher's size on the embedded MNIST task, as in `procedge distill`
+        return EMBEDDED_TEACHER_SIZE
     cfg = timm.models.get_pretrained_cfg(spec.name)
     return int(cfg.input_size[-1]) if cfg is not None else 224
 
