@@ -129,7 +129,7 @@ class Schedule:
         budget = (EMBEDDED_POOL_SCHEDULE_IMAGES if embedded else POOL_SCHEDULE_IMAGES) if pool or live_teacher else SCHEDULE_IMAGES
         share = (LABELLED_SHARE if pool else 0.0) if labelled_share is None else labelled_share
         epoch_images = images + (labelled_passes(labelled, pool, share) - 1) * labelled
-        epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(budget / epoch_images)))
+        epochs = _chosen_epochs(budget, epoch_images)
         # Consistent teaching where the teacher passes stay affordable; past that, fresh crops on the centre crop's targets.
         small = embedded or bool(image_side and image_side < SMALL_IMAGE_SIDE)
         size = teacher_size or (EMBEDDED_TEACHER_SIZE if embedded else SMALL_IMAGE_TEACHER_SIZE if small else native_size)
@@ -151,8 +151,12 @@ class Schedule:
         """The same data and views for a student that starts from pretrained weights, at batch 64 and FINETUNE_LR:
         SCHEDULE_IMAGES image-steps with a pool (5 to 60 epochs), LABELLED_SCHEDULE_IMAGES without (5 to 48)."""
         budget, most = (SCHEDULE_IMAGES, MAX_EPOCHS) if self.pool else (LABELLED_SCHEDULE_IMAGES, LABELLED_MAX_EPOCHS)
-        epochs = min(most, max(MIN_EPOCHS, math.ceil(budget / self.epoch_images)))
-        return replace(self, epochs=epochs, batch_size=None, lr=FINETUNE_LR)
+        return replace(self, epochs=_chosen_epochs(budget, self.epoch_images, most), batch_size=None, lr=FINETUNE_LR)
+
+
+def _chosen_epochs(budget: int, epoch_images: int, most: int = MAX_EPOCHS) -> int:
+    """Epochs that train about `budget` image-steps on epochs of `epoch_images`, MIN_EPOCHS to `most`."""
+    return min(most, max(MIN_EPOCHS, math.ceil(budget / epoch_images)))
 
 
 def _count_training_images(data: Path | None, val_fraction: float, labels_per_class: int | None, pool: int,
